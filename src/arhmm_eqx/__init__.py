@@ -1,0 +1,13 @@
+"""arhmm_eqx: autoregressive HMMs with a sticky HDP prior, fitted by Gibbs sampling in JAX."""
+
+import importlib.metadata
+
+from ._gibbs import GibbsInfo as GibbsInfo
+from ._hyperparams import Hyperparams as Hyperparams
+from ._model import ARHMM as ARHMM
+from ._params import Params as Params
+from ._run import gibbs_step as gibbs_step, run_chain as run_chain
+from ._states import States as States
+
+
+__version__ = importlib.metadata.version("arhmm_eqx")

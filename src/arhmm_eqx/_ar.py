@@ -1,0 +1,155 @@
+"""AR emissions: sufficient statistics, the MNIW conditional of `(Ab, Q)` and log-likelihoods (model.md §2)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy.linalg as jsl
+from jax import lax
+
+from ._custom_types import Array, Float, Int, PRNGKeyArray
+from ._distributions import mniw_prior_joint, sample_mniw_from_joint
+from ._lags import augmented_regressors
+from ._linalg import psd_cholesky
+
+
+# Frames per chunk are chosen so that one chunk of outer products holds about 2**22
+# numbers (16 MiB in float32), whatever D and L are.
+_CHUNK_ELEMENTS = 2**22
+
+
+def _chunk_size(width: int, total: int) -> int:
+    return max(1, min(total, _CHUNK_ELEMENTS // max(1, width)))
+
+
+def ar_sufficient_stats(
+    x: Float[Array, "N T D"], mask: Float[Array, "N T"], z: Int[Array, "N Tz"], *, num_states: int, nlags: int
+) -> Float[Array, "K AD AD"]:
+    """`sum_t w_t v_t v_t^T` per state, with `v_t = [lags, 1, x[t]]` and `w_t` the frame's mask.
+
+    The block `[:A, :A]` is `S_uu`, `[A:, :A]` is `S_yu`, `[A:, A:]` is `S_yy`, and
+    entry `[A-1, A-1]` is the number of valid frames of the state. Accumulated by
+    segment sums over chunks of frames, so memory does not grow with `K x frames`.
+    """
+    v = augmented_regressors(x, nlags)
+    AD = v.shape[-1]
+    w = mask[:, nlags:].astype(v.dtype)
+    v = v.reshape(-1, AD)
+    w = w.reshape(-1)
+    zf = z.reshape(-1)
+    M = v.shape[0]
+    C = _chunk_size(AD * AD, M)
+    pad = (-M) % C
+    v = jnp.pad(v, ((0, pad), (0, 0))).reshape(-1, C, AD)
+    w = jnp.pad(w, (0, pad)).reshape(-1, C)
+    zf = jnp.pad(zf, (0, pad)).reshape(-1, C)
+
+    def step(acc, chunk):
+        v_c, w_c, z_c = chunk
+        outer = (v_c * w_c[:, None])[:, :, None] * v_c[:, None, :]
+        return acc + jax.ops.segment_sum(outer, z_c, num_segments=num_states), None
+
+    init = jnp.zeros((num_states, AD, AD), v.dtype)
+    stats, _ = lax.scan(step, init, (v, w, zf))
+    return stats
+
+
+def mniw_posterior_joint(
+    stats: Float[Array, "K AD AD"],
+    *,
+    nu_0: Float[Array, ""],
+    S_0: Float[Array, "D D"],
+    M_0: Float[Array, "D A"],
+    K_0: Float[Array, "A A"],
+) -> tuple[Float[Array, "K AD AD"], Float[Array, " K"]]:
+    """Posterior MNIW parameters per state, packed as the joint matrix `G_k` and `nu_n`.
+
+    `G_k = prior joint + stats_k`; its blocks are `K_n^{-1}`, `M_n K_n^{-1}` and
+    `S_n + M_n K_n^{-1} M_n^T` (see `_distributions.sample_mniw_from_joint`), which is
+    the update of model.md §2. A state with no frames keeps the prior.
+    """
+    A = M_0.shape[-1]
+    G0 = mniw_prior_joint(nu_0, S_0, M_0, K_0)
+    n_k = stats[:, A - 1, A - 1]
+    return G0[None] + stats, nu_0 + n_k
+
+
+def resample_ar_params(
+    key: PRNGKeyArray,
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    z: Int[Array, "N Tz"],
+    *,
+    nu_0: Float[Array, ""],
+    S_0: Float[Array, "D D"],
+    M_0: Float[Array, "D A"],
+    K_0: Float[Array, "A A"],
+    num_states: int,
+    nlags: int,
+) -> tuple[Float[Array, "K D A"], Float[Array, "K D D"]]:
+    """Draw `(Ab, Q)` from their conjugate MNIW conditional, one independent key per state."""
+    dtype = x.dtype
+    nu_0, S_0, M_0, K_0 = (jnp.asarray(v, dtype) for v in (nu_0, S_0, M_0, K_0))
+    stats = ar_sufficient_stats(x, mask, z, num_states=num_states, nlags=nlags)
+    G, nu_n = mniw_posterior_joint(stats, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
+    keys = jr.split(key, num_states)
+    D = x.shape[-1]
+    return jax.vmap(lambda k, g, nu: sample_mniw_from_joint(k, g, nu, D))(keys, G, nu_n)
+
+
+def init_ar_params(
+    key: PRNGKeyArray,
+    *,
+    nu_0: Float[Array, ""],
+    S_0: Float[Array, "D D"],
+    M_0: Float[Array, "D A"],
+    K_0: Float[Array, "A A"],
+    num_states: int,
+) -> tuple[Float[Array, "K D A"], Float[Array, "K D D"]]:
+    """Draw `(Ab, Q)` for every state from the MNIW prior."""
+    D = S_0.shape[-1]
+    G0 = mniw_prior_joint(nu_0, S_0, M_0, K_0)
+    keys = jr.split(key, num_states)
+    return jax.vmap(lambda k: sample_mniw_from_joint(k, G0, nu_0, D))(keys)
+
+
+def whitened_transforms(
+    Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
+) -> tuple[Float[Array, "AD KD"], Float[Array, " K"]]:
+    """`W` with `v_t @ W = [L_k^{-1} (x_t - Ab_k u_t)]_k` and the per-state log-normalisers.
+
+    With `L_k` the Cholesky factor of `Q_k`, the residual of every state is one product
+    against `[-L_k^{-1} Ab_k, L_k^{-1}]`, so all states share a single matrix product.
+    """
+    K, D, A = Ab.shape
+    L = psd_cholesky(Q)
+    eye = jnp.broadcast_to(jnp.eye(D, dtype=Q.dtype), (K, D, D))
+    L_inv = jax.vmap(lambda l, e: jsl.solve_triangular(l, e, lower=True))(L, eye)
+    W = jnp.concatenate([-(L_inv @ Ab), L_inv], axis=-1)  # (K, D, A + D)
+    W = jnp.transpose(W, (2, 0, 1)).reshape(A + D, K * D)
+    log_norm = -jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1) - 0.5 * D * math.log(2 * math.pi)
+    return W, log_norm
+
+
+def ar_log_likelihoods(
+    x: Float[Array, "N T D"], mask: Float[Array, "N T"], Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
+) -> Float[Array, "N Tz K"]:
+    """`ll[n, t, k] = log Normal(x[n, t+L] | Ab[k] u_t, Q[k]) * mask[n, t+L]` (model.md §3).
+
+    Computed in chunks of frames (one matrix product per chunk against all states),
+    so the `frames x K x D` residuals never exist all at once.
+    """
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    N, T, _ = x.shape
+    Tz = T - nlags
+    W, log_norm = whitened_transforms(Ab, Q)
+    v = augmented_regressors(x, nlags).reshape(N * Tz, A + D)
+
+    def one_frame(v_t):
+        r = (v_t @ W).reshape(K, D)
+        return log_norm - 0.5 * jnp.sum(r * r, axis=-1)
+
+    ll = lax.map(one_frame, v, batch_size=_chunk_size(K * D, N * Tz))
+    return ll.reshape(N, Tz, K) * mask[:, nlags:, None].astype(ll.dtype)

@@ -1,0 +1,87 @@
+"""Checks of user input: static facts raise at once, values raise eagerly or through `eqx.error_if`."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import Array, Float
+
+
+_NAN_MSG = (
+    "`x` has NaN or inf values in frames that `mask` marks valid. Set `mask` to 0 for "
+    "those frames (missing data), or fill them in before fitting."
+)
+_MASK_VALUES_MSG = "`mask` must contain only 0 (padding) and 1 (valid frame); convert it with `(mask > 0)`."
+_MASK_EMPTY_MSG = "`mask` has no valid frame after the first `nlags` frames: there is nothing to fit."
+
+
+def _is_traced(*arrays) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_positive(name: str, value, fix: str = "") -> None:
+    """Raise `ValueError` when a concrete hyperparameter is not strictly positive."""
+    if _is_traced(value):
+        return
+    arr = np.asarray(value)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"`{name}` must be finite and > 0; got {arr.tolist()}. {fix}".rstrip())
+
+
+def check_data(
+    x, mask, *, nlags: int, latent_dim: int | None = None
+) -> tuple[Float[Array, "N T D"], Float[Array, "N T"]]:
+    """Validate `x` and `mask` and return them ready for the kernels.
+
+    Static checks (always, also under `jit`): `x` is a 3-D floating array `(N, T, D)`,
+    `mask` has shape `(N, T)`, `T > nlags`, `D == latent_dim`. Value checks (NaN/inf in
+    valid frames, mask values, at least one valid frame) raise `ValueError` at once on
+    concrete arrays and go through `eqx.error_if` on traced ones.
+
+    **Returns:** `x` with masked frames set to 0 (so a NaN there cannot leak into any
+    sum or product) and `mask` as an array of `x`'s dtype.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
+        mask = np.asarray(mask)
+    if x.ndim != 3:
+        raise ValueError(
+            f"`x` must have shape (N, T, D) = (sequences, frames, latent_dim); got shape {tuple(x.shape)}. "
+            "For a single sequence of shape (T, D), pass `x[None]` and `mask[None]`."
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"`x` must be a floating-point array; got dtype {x.dtype}. Use `x.astype(float)`.")
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(
+            f"`mask` must have shape (N, T) = {tuple(x.shape[:2])} to match `x`; got shape {tuple(mask.shape)}."
+        )
+    N, T, D = x.shape
+    if T <= nlags:
+        raise ValueError(
+            f"sequences must be longer than `nlags` = {nlags} frames; `x` has T = {T}. "
+            "Use longer sequences or a smaller `nlags`."
+        )
+    if latent_dim is not None and D != latent_dim:
+        raise ValueError(
+            f"`x` has latent_dim D = {D} but the model has `latent_dim` = {latent_dim}. "
+            "Build the hyperparameters with the dimension of your data."
+        )
+    valid = mask > 0
+    if not _is_traced(x, mask):
+        m = np.asarray(mask)
+        if not np.all((m == 0) | (m == 1)):
+            raise ValueError(_MASK_VALUES_MSG)
+        if not np.any(m[:, nlags:] > 0):
+            raise ValueError(_MASK_EMPTY_MSG)
+        xv = np.asarray(x)
+        if not np.all(np.isfinite(xv[m > 0])):
+            raise ValueError(_NAN_MSG)
+    else:
+        x = eqx.error_if(x, jnp.any(valid[..., None] & ~jnp.isfinite(x)), _NAN_MSG)
+        mask = eqx.error_if(mask, jnp.any((mask != 0) & (mask != 1)), _MASK_VALUES_MSG)
+        mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)
+        valid = mask > 0
+    x = jnp.where(valid[..., None], jnp.asarray(x), jnp.zeros((), x.dtype))
+    return x, jnp.asarray(valid, x.dtype)

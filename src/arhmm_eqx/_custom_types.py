@@ -1,0 +1,37 @@
+"""jaxtyping aliases and the axis glossary used across the library.
+
+Axis letters follow `model.md`:
+
+- `N`: number of sequences;
+- `T`: frames per (padded) sequence;
+- `D`: `latent_dim`, the dimension of `x`;
+- `L`: `nlags`, the autoregressive order;
+- `K`: `num_states`, the truncation level of the HDP;
+- `A`: `ar_dim = D * L + 1`, the length of a regressor `[x[t-L], ..., x[t-1], 1]`;
+- `Tz`: `T - L`, the number of frames that carry a discrete state.
+"""
+
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
+
+
+if TYPE_CHECKING:
+    ScalarLike = Union[float, int, Array, np.ndarray]
+else:
+    ScalarLike = Union[float, int, ArrayLike]
+
+MaskLike = Union[Real[Array, "N T"], Bool[Array, "N T"]]
+
+__all__ = [
+    "Array",
+    "ArrayLike",
+    "Bool",
+    "Float",
+    "Int",
+    "MaskLike",
+    "PRNGKeyArray",
+    "Real",
+    "ScalarLike",
+]

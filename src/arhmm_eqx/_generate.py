@@ -1,0 +1,83 @@
+"""Simulation of state paths and trajectories from the generative model (model.md, "Simulation")."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jax import lax
+
+from ._custom_types import Array, Float, Int, PRNGKeyArray
+from ._lags import pad_affine
+from ._linalg import psd_cholesky
+
+
+def _simulate(key, pi, Ab, Q, n_steps: int, z_prev, xlags, first_uniform: bool):
+    K, D, _ = Ab.shape
+    key_first, key_z, key_x = jr.split(key, 3)
+    z_first = jr.randint(key_first, (), 0, K)
+    L_Q = psd_cholesky(Q)
+    log_pi = jnp.log(pi)
+    z_keys = jr.split(key_z, n_steps)
+    noise = jr.normal(key_x, (n_steps, D), dtype=Ab.dtype)
+
+    def step(carry, inputs):
+        z_prev, xlags = carry
+        k, eps, t = inputs
+        z_new = jr.categorical(k, log_pi[z_prev]).astype(jnp.int32)
+        if first_uniform:
+            z_new = jnp.where(t == 0, z_first, z_new)
+        x_new = Ab[z_new] @ pad_affine(xlags.reshape(-1)) + L_Q[z_new] @ eps
+        xlags = jnp.concatenate([xlags[1:], x_new[None]], axis=0)
+        return (z_new, xlags), (z_new, x_new)
+
+    init = (jnp.asarray(z_prev, jnp.int32), xlags)
+    _, (zs, xs) = lax.scan(step, init, (z_keys, noise, jnp.arange(n_steps)))
+    return zs, xs
+
+
+def generate_states(
+    key: PRNGKeyArray,
+    pi: Float[Array, "K K"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    n_steps: int,
+    init_state: tuple | None = None,
+) -> tuple[Int[Array, " n_steps"], Float[Array, "n_steps D"]]:
+    """Draw `n_steps` states and frames from the AR-HMM.
+
+    Without `init_state`, the first state is uniform over the `K` states and the `L`
+    initial lags are standard normal. With `init_state = (z_prev, xlags)`, `z_prev` is
+    the state before the first generated one (which is drawn from `pi[z_prev]`) and
+    `xlags`, shape `(L, D)`, are the frames before the first generated one, oldest first.
+
+    **Returns:** `(z, x)` of shapes `(n_steps,)` and `(n_steps, D)`; the lags are not included.
+    """
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    key_lags, key_path = jr.split(key)
+    if init_state is None:
+        xlags = jr.normal(key_lags, (nlags, D), dtype=Ab.dtype)
+        return _simulate(key_path, pi, Ab, Q, n_steps, 0, xlags, first_uniform=True)
+    z_prev, xlags = init_state
+    return _simulate(key_path, pi, Ab, Q, n_steps, z_prev, jnp.asarray(xlags, Ab.dtype), first_uniform=False)
+
+
+def simulate_dataset(
+    key: PRNGKeyArray,
+    pi: Float[Array, "K K"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    num_sequences: int,
+    num_frames: int,
+) -> tuple[Int[Array, "N Tz"], Float[Array, "N T D"]]:
+    """`num_sequences` sequences of `num_frames` frames: `x` includes its `L` standard-normal
+    initial lags and `z` covers frames `L..T-1` (first state uniform), as the model's `z` does."""
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+
+    def one(k):
+        key_lags, key_path = jr.split(k)
+        xlags = jr.normal(key_lags, (nlags, D), dtype=Ab.dtype)
+        zs, xs = _simulate(key_path, pi, Ab, Q, num_frames - nlags, 0, xlags, first_uniform=True)
+        return zs, jnp.concatenate([xlags, xs], axis=0)
+
+    return jax.vmap(one)(jr.split(key, num_sequences))

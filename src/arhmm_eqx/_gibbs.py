@@ -1,0 +1,53 @@
+"""The Gibbs sweep, in the fixed order of model.md: transitions -> AR parameters -> states."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+
+from ._ar import ar_log_likelihoods, resample_ar_params
+from ._custom_types import Array, Bool, Float, PRNGKeyArray
+from ._model import ARHMM
+from ._params import Params
+from ._states import States
+from ._stateseqs import sample_stateseqs_from_ll
+from ._transitions import resample_hdp_transitions
+
+
+class GibbsInfo(eqx.Module):
+    """Per-sweep diagnostics: the log joint of `x` and of `z` after the sweep, and a health flag
+    (`ok` is False when any parameter or likelihood is not finite)."""
+
+    log_joint_x: Float[Array, ""]
+    log_joint_z: Float[Array, ""]
+    ok: Bool[Array, ""]
+
+
+def gibbs_sweep(
+    key: PRNGKeyArray, model: ARHMM, x: Float[Array, "N T D"], mask: Float[Array, "N T"], *, states_only: bool = False
+) -> tuple[ARHMM, GibbsInfo]:
+    """One sweep. `x` and `mask` must already be checked (`_checks.check_data`).
+
+    The key is split into three named subkeys whether or not `states_only` is set, so
+    switching the parameter steps off does not shift the randomness of the state step.
+    """
+    hp, p = model.hyperparams, model.params
+    K, L = hp.num_states, hp.nlags
+    key_trans, key_ar, key_z = jr.split(key, 3)
+    z, Ab, Q, pi, betas = model.states.z, p.Ab, p.Q, p.pi, p.betas
+    x = x.astype(Ab.dtype)
+    mask = mask.astype(Ab.dtype)
+    if not states_only:
+        betas, pi = resample_hdp_transitions(
+            key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
+        )
+        Ab, Q = resample_ar_params(
+            key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
+        )
+    ll = ar_log_likelihoods(x, mask, Ab, Q)
+    z, _ = sample_stateseqs_from_ll(key_z, ll, pi)
+    log_joint_x = jnp.sum(jnp.take_along_axis(ll, z[..., None], axis=-1))
+    log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
+    log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
+    ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
+    new = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z))
+    return new, GibbsInfo(log_joint_x=log_joint_x, log_joint_z=log_joint_z, ok=ok)

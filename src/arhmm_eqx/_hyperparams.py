@@ -1,0 +1,152 @@
+"""`Hyperparams`: static sizes plus array-valued priors of the sticky HDP AR-HMM."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import check_positive
+from ._custom_types import Array, ArrayLike, Float
+from ._lags import ar_dim
+
+
+def _as_float_array(x: ArrayLike) -> Array:
+    """Convert to a JAX array of a floating dtype (keeps an existing floating dtype)."""
+    arr = jnp.asarray(x)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def default_M_0(latent_dim: int, nlags: int) -> np.ndarray:
+    """`[0, ..., 0, I_D, 0]`: identity on the most recent lag, zero elsewhere and zero bias."""
+    D = latent_dim
+    M_0 = np.zeros((D, ar_dim(D, nlags)))
+    M_0[:, (nlags - 1) * D : nlags * D] = np.eye(D)
+    return M_0
+
+
+class Hyperparams(eqx.Module):
+    """Hyperparameters of the sticky HDP AR-HMM (model.md, "Generative model").
+
+    Only the sizes are static; every continuous hyperparameter is an array leaf, so a
+    batch of models with different `kappa` (or `alpha`, `S_0`, ...) is one `vmap` and
+    one compilation.
+
+    **Fields:**
+
+    - `num_states` (`K`), `latent_dim` (`D`), `nlags` (`L`): Python ints.
+    - `alpha`, `gamma`, `kappa`: HDP concentration, top-level concentration, stickiness.
+    - `nu_0`, `S_0` `(D, D)`, `M_0` `(D, A)`, `K_0` `(A, A)`: the MNIW prior of `(Ab, Q)`.
+    """
+
+    num_states: int = eqx.field(static=True)
+    latent_dim: int = eqx.field(static=True)
+    nlags: int = eqx.field(static=True)
+    alpha: Float[Array, ""] = eqx.field(converter=_as_float_array)
+    gamma: Float[Array, ""] = eqx.field(converter=_as_float_array)
+    kappa: Float[Array, ""] = eqx.field(converter=_as_float_array)
+    nu_0: Float[Array, ""] = eqx.field(converter=_as_float_array)
+    S_0: Float[Array, "D D"] = eqx.field(converter=_as_float_array)
+    M_0: Float[Array, "D A"] = eqx.field(converter=_as_float_array)
+    K_0: Float[Array, "A A"] = eqx.field(converter=_as_float_array)
+
+    @property
+    def ar_dim(self) -> int:
+        """`A = latent_dim * nlags + 1`."""
+        return ar_dim(self.latent_dim, self.nlags)
+
+    def __check_init__(self):
+        for name in ("num_states", "latent_dim", "nlags"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+        D, A = self.latent_dim, self.ar_dim
+        for name, shape in (("alpha", ()), ("gamma", ()), ("kappa", ()), ("nu_0", ()),
+                            ("S_0", (D, D)), ("M_0", (D, A)), ("K_0", (A, A))):
+            if getattr(self, name).shape != shape:
+                raise ValueError(
+                    f"`{name}` must have shape {shape} (latent_dim = {D}, ar_dim = {A}); "
+                    f"got {getattr(self, name).shape}."
+                )
+        check_positive("alpha", self.alpha)
+        check_positive("gamma", self.gamma)
+        check_positive("kappa", self.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
+        if not isinstance(self.nu_0, jax.core.Tracer) and float(self.nu_0) <= D - 1:
+            raise ValueError(f"`nu_0` must be > latent_dim - 1 = {D - 1}; got {float(self.nu_0)}.")
+
+    @classmethod
+    def from_scales(
+        cls,
+        num_states: int,
+        latent_dim: int,
+        nlags: int,
+        *,
+        alpha=5.7,
+        gamma=1e3,
+        kappa=1e6,
+        S_0_scale=0.01,
+        K_0_scale=10.0,
+    ) -> "Hyperparams":
+        """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
+        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
+        check_positive("S_0_scale", S_0_scale)
+        check_positive("K_0_scale", K_0_scale)
+        D, A = latent_dim, ar_dim(latent_dim, nlags)
+        dtype = jnp.result_type(float)
+        return cls(
+            num_states=num_states,
+            latent_dim=latent_dim,
+            nlags=nlags,
+            alpha=alpha,
+            gamma=gamma,
+            kappa=kappa,
+            nu_0=float(D + 2),
+            S_0=jnp.asarray(S_0_scale, dtype) * jnp.eye(D, dtype=dtype),
+            M_0=jnp.asarray(default_M_0(D, nlags), dtype),
+            K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
+        )
+
+    @classmethod
+    def from_moseq_dicts(cls, trans_hypparams: dict, ar_hypparams: dict) -> "Hyperparams":
+        """Build from the reference's `trans_hypparams = {num_states, alpha, gamma, kappa}`
+        and `ar_hypparams = {latent_dim, nlags, S_0_scale, K_0_scale}`. Explicit `S_0`,
+        `M_0`, `K_0` or `nu_0` in `ar_hypparams` (as `init_hyperparams` writes them) win."""
+        for group, d, keys in (
+            ("trans_hypparams", trans_hypparams, ("num_states", "alpha", "gamma", "kappa")),
+            ("ar_hypparams", ar_hypparams, ("latent_dim", "nlags")),
+        ):
+            missing = [k for k in keys if k not in d]
+            if missing:
+                raise ValueError(f"`{group}` is missing the keys {missing}; it needs {list(keys)}.")
+        K, D, L = int(trans_hypparams["num_states"]), int(ar_hypparams["latent_dim"]), int(ar_hypparams["nlags"])
+        explicit = all(k in ar_hypparams for k in ("S_0", "M_0", "K_0", "nu_0"))
+        if not explicit and not all(k in ar_hypparams for k in ("S_0_scale", "K_0_scale")):
+            raise ValueError("`ar_hypparams` needs `S_0_scale` and `K_0_scale` (or explicit S_0, M_0, K_0, nu_0).")
+        base = cls.from_scales(
+            K, D, L,
+            alpha=trans_hypparams["alpha"], gamma=trans_hypparams["gamma"], kappa=trans_hypparams["kappa"],
+            S_0_scale=ar_hypparams.get("S_0_scale", 1.0), K_0_scale=ar_hypparams.get("K_0_scale", 1.0),
+        )
+        overrides = {k: ar_hypparams[k] for k in ("S_0", "M_0", "K_0", "nu_0") if k in ar_hypparams}
+        if not overrides:
+            return base
+        fields = {k: getattr(base, k) for k in ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")}
+        fields.update(overrides)
+        return cls(num_states=K, latent_dim=D, nlags=L, **fields)
+
+    def to_moseq_dicts(self) -> dict:
+        """The reference's `hypparams` dict, as `init_hyperparams` lays it out."""
+        trans = {"num_states": self.num_states, "alpha": self.alpha, "gamma": self.gamma, "kappa": self.kappa}
+        ar = {
+            "latent_dim": self.latent_dim,
+            "nlags": self.nlags,
+            "S_0_scale": self.S_0[0, 0],
+            "K_0_scale": self.K_0[0, 0],
+            "S_0": self.S_0,
+            "M_0": self.M_0,
+            "K_0": self.K_0,
+            "nu_0": self.nu_0,
+            "num_states": self.num_states,
+        }
+        return {"trans_hypparams": trans, "ar_hypparams": ar}

@@ -1,0 +1,89 @@
+"""Log probabilities of state sequences and trajectories, with the masking rules of model.md."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ._ar import ar_log_likelihoods
+from ._custom_types import Array, Float, Int
+from ._lags import pad_affine, get_lags
+from ._linalg import psd_cholesky
+
+import jax.scipy.linalg as jsl
+
+
+def discrete_stateseq_log_prob(z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"]) -> Float[Array, "*batch Tz-1"]:
+    """`log pi[z[t-1], z[t]]` for every transition."""
+    return jnp.log(pi[z[..., :-1], z[..., 1:]])
+
+
+def continuous_stateseq_log_prob(
+    x: Float[Array, "*batch T D"], z: Int[Array, "*batch Tz"], Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
+) -> Float[Array, "*batch Tz"]:
+    """`log Normal(x[t] | Ab[z[t]] u_t, Q[z[t]])` for every frame `t >= nlags` (unmasked)."""
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    u = pad_affine(get_lags(x, nlags))
+    y = x[..., nlags:, :]
+    L = psd_cholesky(Q)
+    resid = y - jnp.einsum("...ij,...j->...i", Ab[z], u)
+    white = jax.vmap(lambda l, r: jsl.solve_triangular(l, r, lower=True))(L[z].reshape(-1, D, D), resid.reshape(-1, D))
+    white = white.reshape(resid.shape)
+    log_det = jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1)[z]
+    return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * D * math.log(2 * math.pi)
+
+
+def log_joint_likelihood(
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    z: Int[Array, "N Tz"],
+    pi: Float[Array, "K K"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+) -> dict[str, Float[Array, ""]]:
+    """`{"z": sum(log_pz * mask[..., L+1:]), "x": sum(log_px * mask[..., L:])}`.
+
+    Masked terms are dropped with `where` (equal to multiplying by the mask for finite
+    values), so a NaN in a masked frame cannot leak into the sums.
+    """
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    log_pz = discrete_stateseq_log_prob(z, pi)
+    log_px = continuous_stateseq_log_prob(x, z, Ab, Q)
+    valid_z = mask[..., nlags + 1 :] > 0
+    valid_x = mask[..., nlags:] > 0
+    return {
+        "z": jnp.sum(jnp.where(valid_z, log_pz, 0.0)),
+        "x": jnp.sum(jnp.where(valid_x, log_px, 0.0)),
+    }
+
+
+def count_runs(z: Int[Array, "N Tz"], valid: Array, num_states: int) -> Float[Array, " K"]:
+    """Number of occurrences (runs) of each state among valid frames."""
+    starts = jnp.concatenate([jnp.ones_like(z[:, :1], bool), z[:, 1:] != z[:, :-1]], axis=1)
+    w = (starts & valid).astype(jnp.result_type(float))
+    return jax.ops.segment_sum(w.reshape(-1), z.reshape(-1), num_segments=num_states)
+
+
+def state_cross_likelihoods(
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    z: Int[Array, "N Tz"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    *,
+    epsilon: float = 1e-6,
+) -> Float[Array, "K K"]:
+    """`C[j, k]`: log-likelihood under state `k`'s dynamics of the frames assigned to `j`,
+    minus that under `j`'s own, divided by the number of runs of `j` (plus `epsilon`).
+
+    See Wiltschko et al. 2015, supplement p. 33.
+    """
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), masked rows are zero
+    summed = jax.ops.segment_sum(ll.reshape(-1, K), z.reshape(-1), num_segments=K)  # (K_j, K_k)
+    own = jnp.diagonal(summed)
+    runs = count_runs(z, mask[:, nlags:] > 0, K).astype(summed.dtype)
+    return (summed - own[:, None]) / (runs[:, None] + epsilon)

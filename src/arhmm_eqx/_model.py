@@ -1,0 +1,118 @@
+"""`ARHMM`: hyperparameters, parameters and states in one immutable Module, with thin methods."""
+
+import equinox as eqx
+import jax.random as jr
+
+from . import _log_prob, _stateseqs
+from ._checks import check_data
+from ._custom_types import Array, Float, Int, PRNGKeyArray
+from ._generate import simulate_dataset
+from ._hyperparams import Hyperparams
+from ._initialize import init_params
+from ._params import Params
+from ._states import States
+
+
+class ARHMM(eqx.Module):
+    """A sticky HDP AR-HMM: `hyperparams`, `params` and `states`.
+
+    Methods never modify the model: `resample` returns a new `ARHMM`. Data (`x` of shape
+    `(N, T, D)`, `mask` of shape `(N, T)`) are arguments, never fields, so a `vmap` over
+    many models shares one copy of the data. Computations run in the dtype of `params`
+    (`x` is cast to it).
+    """
+
+    hyperparams: Hyperparams
+    params: Params
+    states: States
+
+    def __check_init__(self):
+        hp, p = self.hyperparams, self.params
+        got = (p.num_states, p.latent_dim, p.Ab.shape[2])
+        want = (hp.num_states, hp.latent_dim, hp.ar_dim)
+        if got != want:
+            raise ValueError(
+                f"`params` have (num_states, latent_dim, ar_dim) = {got} but `hyperparams` say {want}."
+            )
+
+    @classmethod
+    def from_prior(cls, hyperparams: Hyperparams, x: Float[Array, "N T D"], mask, *, key: PRNGKeyArray) -> "ARHMM":
+        """Draw parameters from the prior, then states from their conditional given `x`."""
+        x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
+        return _from_prior(hyperparams, x, mask, key)
+
+    @classmethod
+    def from_params(cls, hyperparams: Hyperparams, params: Params, x, mask, *, key: PRNGKeyArray) -> "ARHMM":
+        """Keep `params` and draw the states from their conditional given `x`."""
+        x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
+        return _from_params(hyperparams, params, x, mask, key)
+
+    def _data(self, x, mask):
+        x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
+        dtype = self.params.Ab.dtype
+        return x.astype(dtype), mask.astype(dtype)
+
+    def resample(self, x, mask, *, key: PRNGKeyArray, states_only: bool = False) -> "ARHMM":
+        """One Gibbs sweep (transitions, AR parameters, states; only states if `states_only`)."""
+        from ._run import gibbs_step
+
+        model, _ = gibbs_step(key, self, *self._data(x, mask), states_only=states_only)
+        return model
+
+    def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
+        """`{"x": log p(x | z, Ab, Q), "z": log p(z | pi)}` with the masking of model.md."""
+        p = self.params
+        return _log_joint_jit(*self._data(x, mask), self.states.z, p.pi, p.Ab, p.Q)
+
+    def marginal_log_likelihood(self, x, mask) -> Float[Array, ""]:
+        """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out)."""
+        p = self.params
+        return _marginal_jit(*self._data(x, mask), p.Ab, p.Q, p.pi)
+
+    def stateseq_marginals(self, x, mask) -> Float[Array, "N Tz K"]:
+        """Smoothed `p(z[t] | x)` for frames `nlags .. T-1`."""
+        p = self.params
+        return _smoother_jit(*self._data(x, mask), p.Ab, p.Q, p.pi)
+
+    def state_cross_likelihoods(self, x, mask) -> Float[Array, "K K"]:
+        """Cross-likelihoods between states (Wiltschko et al. 2015); see `compat.log_prob`."""
+        p = self.params
+        return _cross_jit(*self._data(x, mask), self.states.z, p.Ab, p.Q)
+
+    def simulate(
+        self, num_sequences: int, num_frames: int, *, key: PRNGKeyArray
+    ) -> tuple[Int[Array, "N Tz"], Float[Array, "N T D"]]:
+        """Simulate `(z, x)` from the model's parameters: `x` of shape `(N, T, D)` (its first
+        `nlags` frames standard normal) and `z` of shape `(N, T - nlags)`."""
+        if num_frames <= self.hyperparams.nlags:
+            raise ValueError(f"`num_frames` must be > nlags = {self.hyperparams.nlags}; got {num_frames}.")
+        p = self.params
+        return _simulate_jit(key, p.pi, p.Ab, p.Q, num_sequences, num_frames)
+
+
+_log_joint_jit = eqx.filter_jit(_log_prob.log_joint_likelihood)
+_marginal_jit = eqx.filter_jit(_stateseqs.marginal_log_likelihood)
+_smoother_jit = eqx.filter_jit(_stateseqs.stateseq_marginals)
+_cross_jit = eqx.filter_jit(_log_prob.state_cross_likelihoods)
+_simulate_jit = eqx.filter_jit(simulate_dataset)
+
+
+@eqx.filter_jit
+def _from_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
+    x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
+    z = _stateseqs.resample_discrete_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
+    return ARHMM(hyperparams, params, States(z=z))
+
+
+@eqx.filter_jit
+def _from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
+    hp = hyperparams
+    key_params, key_states = jr.split(key)
+    Ab, Q, betas, pi = init_params(
+        key_params, alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0,
+        M_0=hp.M_0, K_0=hp.K_0, num_states=hp.num_states, dtype=x.dtype,
+    )
+    params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
+    z = _stateseqs.resample_discrete_stateseqs(key_states, x, mask, Ab, Q, pi)
+    return ARHMM(hyperparams, params, States(z=z))
+

@@ -1,0 +1,65 @@
+"""Drivers: a BlackJAX-shaped `gibbs_step` and `run_chain`, a `lax.scan` over sweeps."""
+
+import equinox as eqx
+import jax
+import jax.random as jr
+from jax import lax
+
+from ._checks import check_data
+from ._custom_types import Array, Float, PRNGKeyArray
+from ._gibbs import GibbsInfo, gibbs_sweep
+from ._model import ARHMM
+
+
+_NOT_FINITE_MSG = (
+    "A Gibbs sweep produced non-finite values. Check the data scale (standardise `x`), "
+    "or set EQX_ON_ERROR=nan to keep going and inspect `GibbsInfo.ok`."
+)
+
+
+@eqx.filter_jit
+def gibbs_step(
+    key: PRNGKeyArray, model: ARHMM, x: Float[Array, "N T D"], mask, *, states_only: bool = False
+) -> tuple[ARHMM, GibbsInfo]:
+    """One Gibbs sweep of `model`; `x` and `mask` as returned by input checking.
+
+    Compiled once per shape: `kappa` and every other hyperparameter are array leaves.
+    """
+    return gibbs_sweep(key, model, x, mask, states_only=states_only)
+
+
+@eqx.filter_jit
+def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool):
+    def body(m, i):
+        m, info = gibbs_sweep(jr.fold_in(key, i), m, x, mask, states_only=states_only)
+        return m, info
+
+    return lax.scan(body, model, start + jax.numpy.arange(num_iters))
+
+
+def run_chain(
+    key: PRNGKeyArray,
+    model: ARHMM,
+    x: Float[Array, "N T D"],
+    mask,
+    num_iters: int,
+    *,
+    start_iter: int = 0,
+    states_only: bool = False,
+    throw: bool = True,
+) -> tuple[ARHMM, GibbsInfo]:
+    """Run `num_iters` sweeps as one compiled `lax.scan`.
+
+    Sweep `i` uses the key `fold_in(key, start_iter + i)`, so running `a` sweeps and then
+    `b` more with `start_iter=a` gives exactly the chain of `a + b` sweeps at once.
+
+    **Returns:** the final model and the stacked `GibbsInfo` of every sweep. With
+    `throw=True`, a sweep with non-finite values raises (through `eqx.error_if`).
+    """
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    dtype = model.params.Ab.dtype
+    model, infos = _scan_chain(key, model, x.astype(dtype), mask.astype(dtype), start_iter, num_iters, states_only)
+    if throw:
+        model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
+    return model, infos

@@ -1,0 +1,95 @@
+"""Sticky HDP transitions: transition counts and the conditionals of `(betas, pi)` (model.md §1)."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from ._custom_types import Array, Float, Int, PRNGKeyArray
+from ._distributions import sample_dirichlet
+from ._table_counts import sample_override_table_counts
+
+
+def count_transitions(
+    z: Int[Array, "N Tz"], mask: Float[Array, "N T"], *, num_states: int, nlags: int
+) -> Float[Array, "K K"]:
+    """Masked transition counts `n[i, j]`: a transition `z[t-1] -> z[t]` counts when the
+    frame of `z[t]` (frame `t + nlags` of `x`) is valid (model.md, "Masking")."""
+    K = num_states
+    weights = mask[:, nlags + 1 :].astype(jnp.result_type(float))
+    idx = z[:, :-1] * K + z[:, 1:]
+    counts = jax.ops.segment_sum(weights.reshape(-1), idx.reshape(-1), num_segments=K * K)
+    return counts.reshape(K, K)
+
+
+def floor_and_normalize(pi: Float[Array, "K K"]) -> Float[Array, "K K"]:
+    """Keep every entry of `pi` at least the dtype's `tiny` (so logs stay finite), rows renormalised."""
+    tiny = jnp.finfo(pi.dtype).tiny
+    pi = jnp.maximum(pi, tiny)
+    return pi / pi.sum(axis=-1, keepdims=True)
+
+
+def sample_betas(
+    key: PRNGKeyArray, mbar: Float[Array, "K K"], gamma: Float[Array, ""]
+) -> Float[Array, " K"]:
+    """`betas ~ Dirichlet(gamma / K + sum_i mbar[i, :])`."""
+    K = mbar.shape[0]
+    return sample_dirichlet(key, gamma / K + mbar.sum(axis=0))
+
+
+def sample_pi(
+    key: PRNGKeyArray,
+    counts: Float[Array, "K K"],
+    betas: Float[Array, " K"],
+    alpha: Float[Array, ""],
+    kappa: Float[Array, ""],
+) -> Float[Array, "K K"]:
+    """`pi[i] ~ Dirichlet(n[i] + alpha * betas + kappa * e_i)`, then floored."""
+    K = counts.shape[0]
+    conc = counts + alpha * betas[None, :] + kappa * jnp.eye(K, dtype=counts.dtype)
+    return floor_and_normalize(sample_dirichlet(key, conc))
+
+
+def init_hdp_transitions(
+    key: PRNGKeyArray,
+    *,
+    alpha: Float[Array, ""],
+    kappa: Float[Array, ""],
+    gamma: Float[Array, ""],
+    num_states: int,
+    dtype=None,
+) -> tuple[Float[Array, " K"], Float[Array, "K K"]]:
+    """Draw `betas` from its prior, then `pi` from its conditional with zero counts."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    K = num_states
+    key_betas, key_pi = jr.split(key)
+    alpha, kappa, gamma = (jnp.asarray(v, dtype) for v in (alpha, kappa, gamma))
+    betas = sample_dirichlet(key_betas, jnp.full((K,), gamma / K, dtype))
+    pi = sample_pi(key_pi, jnp.zeros((K, K), dtype), betas, alpha, kappa)
+    return betas, pi
+
+
+def resample_hdp_transitions(
+    key: PRNGKeyArray,
+    z: Int[Array, "N Tz"],
+    mask: Float[Array, "N T"],
+    betas: Float[Array, " K"],
+    *,
+    alpha: Float[Array, ""],
+    kappa: Float[Array, ""],
+    gamma: Float[Array, ""],
+    num_states: int,
+    nlags: int,
+) -> tuple[Float[Array, " K"], Float[Array, "K K"]]:
+    """One Gibbs update of `(betas, pi)` given `z` (auxiliary-variable scheme of Fox et al. 2011).
+
+    Table counts `mbar` given the current `betas`, then `betas` given `mbar`, then `pi`
+    given the counts and the new `betas`.
+    """
+    dtype = betas.dtype
+    key_tables, key_betas, key_pi = jr.split(key, 3)
+    alpha, kappa, gamma = (jnp.asarray(v, dtype) for v in (alpha, kappa, gamma))
+    counts = count_transitions(z, mask, num_states=num_states, nlags=nlags).astype(dtype)
+    mbar = sample_override_table_counts(key_tables, counts, betas, alpha, kappa)
+    betas = sample_betas(key_betas, mbar, gamma)
+    pi = sample_pi(key_pi, counts, betas, alpha, kappa)
+    return betas, pi
