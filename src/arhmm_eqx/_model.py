@@ -56,7 +56,8 @@ class ARHMM(eqx.Module):
         """One Gibbs sweep (transitions, AR parameters, states; only states if `states_only`)."""
         from ._run import gibbs_step
 
-        model, _ = gibbs_step(key, self, *self._data(x, mask), states_only=states_only)
+        self._data(x, mask)  # eager checks: clear errors before anything is traced
+        model, _ = gibbs_step(key, self, x, mask, states_only=states_only)
         return model
 
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:

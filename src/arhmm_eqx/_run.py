@@ -21,11 +21,16 @@ _NOT_FINITE_MSG = (
 def gibbs_step(
     key: PRNGKeyArray, model: ARHMM, x: Float[Array, "N T D"], mask, *, states_only: bool = False
 ) -> tuple[ARHMM, GibbsInfo]:
-    """One Gibbs sweep of `model`; `x` and `mask` as returned by input checking.
+    """One Gibbs sweep of `model` (BlackJAX-shaped: key first, returns `(model, info)`).
 
-    Compiled once per shape: `kappa` and every other hyperparameter are array leaves.
+    Compiled once per shape: `kappa` and every other hyperparameter are array leaves, so
+    it can be vmapped over models with different hyperparameters. Shapes are checked at
+    trace time and values through `eqx.error_if`.
     """
-    return gibbs_sweep(key, model, x, mask, states_only=states_only)
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    dtype = model.params.Ab.dtype
+    return gibbs_sweep(key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only)
 
 
 @eqx.filter_jit
