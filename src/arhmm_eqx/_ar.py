@@ -23,36 +23,47 @@ def _chunk_size(width: int, total: int) -> int:
     return max(1, min(total, _CHUNK_ELEMENTS // max(1, width)))
 
 
+# Frames per block of the sorted sufficient statistics (see `ar_sufficient_stats`). Each
+# state's frames are padded to a multiple of this, so the padding is at most K * (block - 1)
+# frames; 256 keeps that a few percent of a typical dataset while the per-block products
+# stay large enough for an efficient batched matrix product.
+_STATS_BLOCK = 256
+
+
 def ar_sufficient_stats(
     x: Float[Array, "N T D"], mask: Float[Array, "N T"], z: Int[Array, "N Tz"], *, num_states: int, nlags: int
 ) -> Float[Array, "K AD AD"]:
     """`sum_t w_t v_t v_t^T` per state, with `v_t = [lags, 1, x[t]]` and `w_t` the frame's mask.
 
     The block `[:A, :A]` is `S_uu`, `[A:, :A]` is `S_yu`, `[A:, A:]` is `S_yy`, and
-    entry `[A-1, A-1]` is the number of valid frames of the state. Accumulated by
-    segment sums over chunks of frames, so memory does not grow with `K x frames`.
+    entry `[A-1, A-1]` is the number of valid frames of the state.
+
+    No `K x frames` one-hot and no per-frame scatter: frames are sorted by state and
+    laid out so that each state's frames fill whole blocks of `_STATS_BLOCK` rows (zero
+    rows pad a state's last block); one batched matrix product gives every block's
+    `V_b^T V_b`, and a segment sum over blocks (a few thousand) gives the states'.
+    Memory is `O(frames x (A + D))`, independent of `K`.
     """
+    K, C = num_states, _STATS_BLOCK
     v = augmented_regressors(x, nlags)
     AD = v.shape[-1]
     w = mask[:, nlags:].astype(v.dtype)
-    v = v.reshape(-1, AD)
-    w = w.reshape(-1)
-    zf = z.reshape(-1)
+    v = (v * w[..., None]).reshape(-1, AD)  # masked frames become zero rows
+    zf = z.reshape(-1).astype(jnp.int32)
     M = v.shape[0]
-    C = _chunk_size(AD * AD, M)
-    pad = (-M) % C
-    v = jnp.pad(v, ((0, pad), (0, 0))).reshape(-1, C, AD)
-    w = jnp.pad(w, (0, pad)).reshape(-1, C)
-    zf = jnp.pad(zf, (0, pad)).reshape(-1, C)
-
-    def step(acc, chunk):
-        v_c, w_c, z_c = chunk
-        outer = (v_c * w_c[:, None])[:, :, None] * v_c[:, None, :]
-        return acc + jax.ops.segment_sum(outer, z_c, num_segments=num_states), None
-
-    init = jnp.zeros((num_states, AD, AD), v.dtype)
-    stats, _ = lax.scan(step, init, (v, w, zf))
-    return stats
+    counts = jnp.bincount(zf, length=K)
+    block_counts = (counts + C - 1) // C
+    padded_start = jnp.cumsum(block_counts * C) - block_counts * C
+    start = jnp.cumsum(counts) - counts
+    order = jnp.argsort(zf, stable=True)
+    z_sorted = zf[order]
+    dest = padded_start[z_sorted] + jnp.arange(M, dtype=jnp.int32) - start[z_sorted]
+    num_blocks = -(-M // C) + K  # static bound on sum_k ceil(n_k / C)
+    padded = jnp.zeros((num_blocks * C, AD), v.dtype).at[dest].set(v[order], unique_indices=True)
+    padded = padded.reshape(num_blocks, C, AD)
+    block_stats = jnp.einsum("bci,bcj->bij", padded, padded)
+    block_state = jnp.searchsorted(padded_start, jnp.arange(num_blocks) * C, side="right") - 1
+    return jax.ops.segment_sum(block_stats, block_state, num_segments=K)
 
 
 def mniw_posterior_joint(
