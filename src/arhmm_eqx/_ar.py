@@ -51,10 +51,10 @@ def ar_sufficient_stats(
     v = (v * w[..., None]).reshape(-1, AD)  # masked frames become zero rows
     zf = z.reshape(-1).astype(jnp.int32)
     M = v.shape[0]
-    counts = jnp.bincount(zf, length=K)
+    counts = jnp.bincount(zf, length=K).astype(jnp.int32)
     block_counts = (counts + C - 1) // C
-    padded_start = jnp.cumsum(block_counts * C) - block_counts * C
-    start = jnp.cumsum(counts) - counts
+    padded_start = jnp.cumsum(block_counts * C, dtype=jnp.int32) - block_counts * C
+    start = jnp.cumsum(counts, dtype=jnp.int32) - counts
     order = jnp.argsort(zf, stable=True)
     z_sorted = zf[order]
     dest = padded_start[z_sorted] + jnp.arange(M, dtype=jnp.int32) - start[z_sorted]
@@ -62,7 +62,7 @@ def ar_sufficient_stats(
     padded = jnp.zeros((num_blocks * C, AD), v.dtype).at[dest].set(v[order], unique_indices=True)
     padded = padded.reshape(num_blocks, C, AD)
     block_stats = jnp.einsum("bci,bcj->bij", padded, padded)
-    block_state = jnp.searchsorted(padded_start, jnp.arange(num_blocks) * C, side="right") - 1
+    block_state = jnp.searchsorted(padded_start, jnp.arange(num_blocks, dtype=jnp.int32) * C, side="right") - 1
     return jax.ops.segment_sum(block_stats, block_state, num_segments=K)
 
 
