@@ -43,20 +43,21 @@ def enumerate_paths(ll, pi):
 
 
 def random_model(key, K: int, D: int, L: int, dtype=jnp.float32):
-    """A random, well-conditioned `(Ab, Q, pi, betas)`.
+    """A random, well-conditioned `(Ab, Q, pi, betas)` as JAX arrays of `dtype`.
 
     `Ab` has a contracting dynamics part (entries of size ~0.3 / sqrt(D L)) and a bias;
-    `Q = B B^T / D + 0.3 I` (eigenvalues at least 0.3); `pi` rows are Dirichlet(2) draws,
-    sticky-ish and not symmetric; `betas` a Dirichlet(1) draw.
+    `Q = B B^T / D + 0.3 I` (eigenvalues at least 0.3); `pi` rows are Dirichlet draws,
+    sticky-ish and not symmetric; `betas` a Dirichlet(1) draw. Drawn with numpy from a seed
+    taken from `key` (cheaper than compiling JAX's Gamma sampler in every test).
     """
-    k_ab, k_q, k_pi, k_b = jr.split(key, 4)
+    rng = np.random.default_rng(np.asarray(jr.key_data(key)).ravel().tolist())
     A = D * L + 1
-    Ab = jr.normal(k_ab, (K, D, A), dtype=dtype) * float(0.3 / np.sqrt(D * L))
-    B = jr.normal(k_q, (K, D, D), dtype=dtype)
-    Q = B @ jnp.swapaxes(B, -1, -2) / D + 0.3 * jnp.eye(D, dtype=dtype)[None]
-    pi = jr.dirichlet(k_pi, jnp.full((K, K), 2.0, dtype) + 3.0 * jnp.eye(K, dtype=dtype), dtype=dtype)
-    betas = jr.dirichlet(k_b, jnp.ones((K,), dtype), dtype=dtype)
-    return Ab, Q, pi, betas
+    Ab = rng.normal(size=(K, D, A)) * 0.3 / np.sqrt(D * L)
+    B = rng.normal(size=(K, D, D))
+    Q = B @ np.swapaxes(B, -1, -2) / D + 0.3 * np.eye(D)
+    pi = np.stack([rng.dirichlet(2.0 + 3.0 * np.eye(K)[k]) for k in range(K)])
+    betas = rng.dirichlet(np.ones(K))
+    return tuple(jnp.asarray(a, dtype) for a in (Ab, Q, pi, betas))
 
 
 def chi2_pvalue(counts, probs, min_expected: float = 5.0) -> float:
@@ -84,3 +85,27 @@ def chi2_pvalue(counts, probs, min_expected: float = 5.0) -> float:
     if expected.size < 2:
         raise ValueError("chi-square test needs at least two bins; draw more samples.")
     return float(scipy.stats.chisquare(counts, expected).pvalue)
+
+
+def reference_ar_ll(x, mask, Ab, Q) -> np.ndarray:
+    """`ll[n, t, k] = log N(x[n, t+L] | Ab[k] u, Q[k]) * mask[n, t+L]` with scipy, in float64.
+
+    `u = [x[t-L], ..., x[t-1], 1]` (oldest lag first). Masked rows are exactly 0 (set with
+    `where`, so non-finite values in masked frames give 0 too).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mask = np.asarray(mask, dtype=np.float64)
+    Ab = np.asarray(Ab, dtype=np.float64)
+    Q = np.asarray(Q, dtype=np.float64)
+    K, D, A = Ab.shape
+    L = (A - 1) // D
+    N, T, _ = x.shape
+    ll = np.zeros((N, T - L, K))
+    for n in range(N):
+        for t in range(L, T):
+            if mask[n, t] == 0:
+                continue
+            u = np.concatenate([x[n, t - L : t].reshape(-1), [1.0]])
+            for k in range(K):
+                ll[n, t - L, k] = scipy.stats.multivariate_normal(Ab[k] @ u, Q[k]).logpdf(x[n, t])
+    return ll

@@ -14,6 +14,10 @@ from ._lags import augmented_regressors
 from ._linalg import psd_cholesky
 
 
+# Full float32 accuracy for the likelihood products: on GPUs the default precision of a
+# float32 matmul is TF32 (about 1e-3 relative), which shifts log-likelihoods visibly.
+_PRECISION = lax.Precision.HIGHEST
+
 # Frames per chunk are chosen so that one chunk of outer products holds about 2**22
 # numbers (16 MiB in float32), whatever D and L are.
 _CHUNK_ELEMENTS = 2**22
@@ -61,7 +65,7 @@ def ar_sufficient_stats(
     num_blocks = -(-M // C) + K  # static bound on sum_k ceil(n_k / C)
     padded = jnp.zeros((num_blocks * C, AD), v.dtype).at[dest].set(v[order], unique_indices=True)
     padded = padded.reshape(num_blocks, C, AD)
-    block_stats = jnp.einsum("bci,bcj->bij", padded, padded)
+    block_stats = jnp.einsum("bci,bcj->bij", padded, padded, precision=_PRECISION)
     block_state = jnp.searchsorted(padded_start, jnp.arange(num_blocks, dtype=jnp.int32) * C, side="right") - 1
     return jax.ops.segment_sum(block_stats, block_state, num_segments=K)
 
@@ -137,7 +141,7 @@ def whitened_transforms(
     L = psd_cholesky(Q)
     eye = jnp.broadcast_to(jnp.eye(D, dtype=Q.dtype), (K, D, D))
     L_inv = jax.vmap(lambda l, e: jsl.solve_triangular(l, e, lower=True))(L, eye)
-    W = jnp.concatenate([-(L_inv @ Ab), L_inv], axis=-1)  # (K, D, A + D)
+    W = jnp.concatenate([-jnp.matmul(L_inv, Ab, precision=_PRECISION), L_inv], axis=-1)  # (K, D, A + D)
     W = jnp.transpose(W, (2, 0, 1)).reshape(A + D, K * D)
     log_norm = -jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1) - 0.5 * D * math.log(2 * math.pi)
     return W, log_norm
@@ -159,7 +163,7 @@ def ar_log_likelihoods(
     v = augmented_regressors(x, nlags).reshape(N * Tz, A + D)
 
     def one_frame(v_t):
-        r = (v_t @ W).reshape(K, D)
+        r = jnp.matmul(v_t, W, precision=_PRECISION).reshape(K, D)
         return log_norm - 0.5 * jnp.sum(r * r, axis=-1)
 
     ll = lax.map(one_frame, v, batch_size=_chunk_size(K * D, N * Tz))

@@ -39,8 +39,9 @@ def check_data(
     valid frames, mask values, at least one valid frame) raise `ValueError` at once on
     concrete arrays and go through `eqx.error_if` on traced ones.
 
-    **Returns:** `x` with masked frames set to 0 (so a NaN there cannot leak into any
-    sum or product) and `mask` as an array of `x`'s dtype.
+    **Returns:** `x` with non-finite values of masked frames set to 0 (so a NaN there
+    cannot leak into any sum or product; finite values of masked frames are kept, since
+    they are the lags of the valid frames after them) and `mask` as an array of `x`'s dtype.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
@@ -83,5 +84,6 @@ def check_data(
         mask = eqx.error_if(mask, jnp.any((mask != 0) & (mask != 1)), _MASK_VALUES_MSG)
         mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)
         valid = mask > 0
-    x = jnp.where(valid[..., None], jnp.asarray(x), jnp.zeros((), x.dtype))
+    x = jnp.asarray(x)
+    x = jnp.where(valid[..., None] | jnp.isfinite(x), x, jnp.zeros((), x.dtype))
     return x, jnp.asarray(valid, x.dtype)

@@ -60,8 +60,14 @@ def log_joint_likelihood(
 
 
 def count_runs(z: Int[Array, "N Tz"], valid: Array, num_states: int) -> Float[Array, " K"]:
-    """Number of occurrences (runs) of each state among valid frames."""
-    starts = jnp.concatenate([jnp.ones_like(z[:, :1], bool), z[:, 1:] != z[:, :-1]], axis=1)
+    """Number of occurrences (runs) of each state among valid frames.
+
+    A run starts at a valid frame whose predecessor is absent, masked, or in another
+    state; a masked gap therefore ends a run.
+    """
+    prev_valid = jnp.concatenate([jnp.zeros_like(valid[:, :1]), valid[:, :-1]], axis=1)
+    changed = jnp.concatenate([jnp.ones_like(z[:, :1], bool), z[:, 1:] != z[:, :-1]], axis=1)
+    starts = changed | ~prev_valid
     w = (starts & valid).astype(jnp.result_type(float))
     return jax.ops.segment_sum(w.reshape(-1), z.reshape(-1), num_segments=num_states)
 

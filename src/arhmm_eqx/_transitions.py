@@ -22,10 +22,13 @@ def count_transitions(
 
 
 def floor_and_normalize(pi: Float[Array, "K K"]) -> Float[Array, "K K"]:
-    """Keep every entry of `pi` at least the dtype's `tiny` (so logs stay finite), rows renormalised."""
-    tiny = jnp.finfo(pi.dtype).tiny
-    pi = jnp.maximum(pi, tiny)
-    return pi / pi.sum(axis=-1, keepdims=True)
+    """Rows renormalised, then every entry floored at the dtype's `tiny` so logs stay finite.
+
+    The floor comes last: dividing a floored `tiny` by a row sum just above 1 would give
+    a subnormal, which CPUs flush to zero. Rows then sum to 1 within `K * tiny`.
+    """
+    pi = pi / pi.sum(axis=-1, keepdims=True)
+    return jnp.maximum(pi, jnp.finfo(pi.dtype).tiny)
 
 
 def sample_betas(
