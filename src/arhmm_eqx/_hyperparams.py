@@ -13,9 +13,10 @@ from ._lags import ar_dim
 def _as_float_array(x: ArrayLike) -> Array:
     """Convert to a JAX array of a floating dtype (keeps an existing floating dtype)."""
     arr = jnp.asarray(x)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
+    dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else jnp.result_type(float)
+    # An explicit dtype drops JAX's weak type, so `kappa=1e4` and `kappa=np.float32(1e4)`
+    # give the same leaf type and share one compiled sweep.
+    return jnp.asarray(arr, dtype=dtype)
 
 
 def default_M_0(latent_dim: int, nlags: int) -> np.ndarray:
@@ -24,6 +25,12 @@ def default_M_0(latent_dim: int, nlags: int) -> np.ndarray:
     M_0 = np.zeros((D, ar_dim(D, nlags)))
     M_0[:, (nlags - 1) * D : nlags * D] = np.eye(D)
     return M_0
+
+
+def _check_sizes(**sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
 
 
 class Hyperparams(eqx.Module):
@@ -57,10 +64,7 @@ class Hyperparams(eqx.Module):
         return ar_dim(self.latent_dim, self.nlags)
 
     def __check_init__(self):
-        for name in ("num_states", "latent_dim", "nlags"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+        _check_sizes(num_states=self.num_states, latent_dim=self.latent_dim, nlags=self.nlags)
         D, A = self.latent_dim, self.ar_dim
         for name, shape in (("alpha", ()), ("gamma", ()), ("kappa", ()), ("nu_0", ()),
                             ("S_0", (D, D)), ("M_0", (D, A)), ("K_0", (A, A))):
@@ -90,6 +94,7 @@ class Hyperparams(eqx.Module):
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
         `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
+        _check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
         D, A = latent_dim, ar_dim(latent_dim, nlags)

@@ -1,7 +1,7 @@
 """Drivers: a BlackJAX-shaped `gibbs_step` and `run_chain`, a `lax.scan` over sweeps."""
 
 import equinox as eqx
-import jax
+import jax.numpy as jnp
 import jax.random as jr
 from jax import lax
 
@@ -39,7 +39,7 @@ def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool):
         m, info = gibbs_sweep(jr.fold_in(key, i), m, x, mask, states_only=states_only)
         return m, info
 
-    return lax.scan(body, model, start + jax.numpy.arange(num_iters))
+    return lax.scan(body, model, start + jnp.arange(num_iters, dtype=jnp.int32))
 
 
 def run_chain(
@@ -64,7 +64,8 @@ def run_chain(
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
-    model, infos = _scan_chain(key, model, x.astype(dtype), mask.astype(dtype), start_iter, num_iters, states_only)
+    start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
+    model, infos = _scan_chain(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only)
     if throw:
         model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
     return model, infos

@@ -1,5 +1,7 @@
 """Compatible with `jax_moseq.models.arhmm.initialize`."""
 
+import equinox as eqx
+import jax.numpy as jnp
 import jax.random as jr
 
 from .._ar import init_ar_params as _init_ar_params
@@ -16,8 +18,6 @@ def init_ar_params(seed, *, num_states, nu_0, S_0, M_0, K_0, **kwargs):
 
     **Returns:** `(Ab, Q)` of shapes `(num_states, latent_dim, ar_dim)` and `(num_states, latent_dim, latent_dim)`.
     """
-    import jax.numpy as jnp
-
     S_0 = jnp.asarray(S_0)
     dtype = S_0.dtype if jnp.issubdtype(S_0.dtype, jnp.floating) else jnp.result_type(float)
     nu_0, S_0, M_0, K_0 = (jnp.asarray(v, dtype) for v in (nu_0, S_0, M_0, K_0))
@@ -31,7 +31,8 @@ def init_states(seed, x, mask, params, **kwargs):
     """
     nlags = (params["Ab"].shape[2] - 1) // params["Ab"].shape[1]
     x, mask = check_data(x, mask, nlags=nlags, latent_dim=params["Ab"].shape[1])
-    z = resample_discrete_stateseqs(canonicalize_key(seed), x, mask, params["Ab"], params["Q"], params["pi"])
+    Ab = jnp.asarray(params["Ab"])
+    z = _init_states_jit(canonicalize_key(seed), x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, params["Q"], params["pi"])
     return {"z": z}
 
 
@@ -41,7 +42,7 @@ def init_params(seed, trans_hypparams, ar_hypparams, **kwargs):
     **Returns:** `{"Ab", "Q", "betas", "pi"}` drawn from the prior (model.md, "Initialisation").
     """
     hp = hyperparams_from_dict({"trans_hypparams": trans_hypparams, "ar_hypparams": ar_hypparams})
-    Ab, Q, betas, pi = _init_params(
+    Ab, Q, betas, pi = _init_params_jit(
         canonicalize_key(seed), alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0,
         M_0=hp.M_0, K_0=hp.K_0, num_states=hp.num_states,
     )
@@ -87,14 +88,21 @@ def init_model(
                 "Pass either `hypparams` or both `trans_hypparams` and `ar_hypparams` to init_model."
             )
         hypparams = init_hyperparams(trans_hypparams, ar_hypparams)
+    if states is None:
+        if data is None:
+            raise ValueError("init_model needs `data` (with `x` and `mask`) when `states` are not given.")
+        hp = hyperparams_from_dict(hypparams)
+        check_data(data["x"], data["mask"], nlags=hp.nlags, latent_dim=hp.latent_dim)  # before any drawing
     if params is None:
         if verbose:
             print("ARHMM: Initializing parameters")
         params = init_params(key_params, **hypparams)
     if states is None:
-        if data is None:
-            raise ValueError("init_model needs `data` (with `x` and `mask`) when `states` are not given.")
         if verbose:
             print("ARHMM: Initializing states")
         states = init_states(key_states, data["x"], data["mask"], params)
     return {"seed": seed, "states": states, "params": params, "hypparams": hypparams}
+
+
+_init_params_jit = eqx.filter_jit(_init_params)
+_init_states_jit = eqx.filter_jit(resample_discrete_stateseqs)
