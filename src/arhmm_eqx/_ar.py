@@ -131,20 +131,29 @@ def init_ar_params(
 
 def whitened_transforms(
     Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
-) -> tuple[Float[Array, "AD KD"], Float[Array, " K"]]:
-    """`W` with `v_t @ W = [L_k^{-1} (x_t - Ab_k u_t)]_k` and the per-state log-normalisers.
+) -> tuple[Float[Array, "AD DK"], Float[Array, " K"]]:
+    """`W` with `(v_t @ W)[d * K + k] = (L_k^{-1} (x_t - Ab_k u_t))[d]`, and the per-state
+    log-normalisers `-log det L_k - D/2 log(2 pi)`.
 
     With `L_k` the Cholesky factor of `Q_k`, the residual of every state is one product
     against `[-L_k^{-1} Ab_k, L_k^{-1}]`, so all states share a single matrix product.
+    Columns are ordered dimension-major (`d * K + k`), so that summing the squared
+    residuals over `d` adds whole contiguous `K`-vectors.
     """
     K, D, A = Ab.shape
     L = psd_cholesky(Q)
     eye = jnp.broadcast_to(jnp.eye(D, dtype=Q.dtype), (K, D, D))
     L_inv = jax.vmap(lambda l, e: jsl.solve_triangular(l, e, lower=True))(L, eye)
     W = jnp.concatenate([-jnp.matmul(L_inv, Ab, precision=_PRECISION), L_inv], axis=-1)  # (K, D, A + D)
-    W = jnp.transpose(W, (2, 0, 1)).reshape(A + D, K * D)
+    W = jnp.transpose(W, (2, 1, 0)).reshape(A + D, D * K)
     log_norm = -jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1) - 0.5 * D * math.log(2 * math.pi)
     return W, log_norm
+
+
+def squared_residual_norms(r: Float[Array, "*batch DK"], num_states: int) -> Float[Array, "*batch K"]:
+    """Sum over `d` of the squared whitened residuals laid out as by `whitened_transforms`."""
+    r = r.reshape(r.shape[:-1] + (-1, num_states))
+    return jnp.sum(r * r, axis=-2)
 
 
 def ar_log_likelihoods(
@@ -163,8 +172,7 @@ def ar_log_likelihoods(
     v = augmented_regressors(x, nlags).reshape(N * Tz, A + D)
 
     def one_frame(v_t):
-        r = jnp.matmul(v_t, W, precision=_PRECISION).reshape(K, D)
-        return log_norm - 0.5 * jnp.sum(r * r, axis=-1)
+        return log_norm - 0.5 * squared_residual_norms(jnp.matmul(v_t, W, precision=_PRECISION), K)
 
     ll = lax.map(one_frame, v, batch_size=_chunk_size(K * D, N * Tz))
     return ll.reshape(N, Tz, K) * mask[:, nlags:, None].astype(ll.dtype)

@@ -4,12 +4,12 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._ar import ar_log_likelihoods, resample_ar_params
+from ._ar import resample_ar_params
 from ._custom_types import Array, Bool, Float, PRNGKeyArray
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
-from ._stateseqs import sample_stateseqs_from_ll
+from ._ffbs import sample_stateseqs
 from ._transitions import resample_hdp_transitions
 
 
@@ -43,9 +43,7 @@ def gibbs_sweep(
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
-    z, _ = sample_stateseqs_from_ll(key_z, ll, pi)
-    log_joint_x = jnp.sum(jnp.take_along_axis(ll, z[..., None], axis=-1))
+    z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi)
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
     ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))

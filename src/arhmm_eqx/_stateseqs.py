@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from . import _ffbs
 from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._hmm import backward_sample, forward_filter, smoother
@@ -34,9 +35,10 @@ def resample_discrete_stateseqs(
     Q: Float[Array, "K D D"],
     pi: Float[Array, "K K"],
 ) -> Int[Array, "N Tz"]:
-    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence (model.md §3)."""
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
-    z, _ = sample_stateseqs_from_ll(key, ll, pi)
+    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence (model.md §3), block by block in time
+    (`_ffbs.sample_stateseqs`); the same draw as `sample_stateseqs_from_ll` on the same key, up to
+    the rounding of the cumulative sums."""
+    z, _, _ = _ffbs.sample_stateseqs(key, x, mask, Ab, Q, pi)
     return z
 
 
@@ -60,6 +62,4 @@ def marginal_log_likelihood(
     pi: Float[Array, "K K"],
 ) -> Float[Array, ""]:
     """`log p(x | Ab, Q, pi)` summed over sequences, with masked rows (model.md §3)."""
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
-    log_norms = jax.vmap(lambda l: forward_filter(l, pi)[0])(ll)
-    return jnp.sum(log_norms)
+    return _ffbs.marginal_log_likelihood(x, mask, Ab, Q, pi)
