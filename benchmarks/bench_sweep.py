@@ -1,7 +1,8 @@
 """Benchmark one Gibbs sweep: compile time, warm sweep time (median) and peak memory.
 
 Each workload runs in its own process, so the peak resident memory reported is that
-workload's alone. Run from the repository root:
+workload's alone; its data are simulated beforehand by another process and loaded from
+a file in the temporary directory, as a user's recordings would be. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_sweep.py                   # the standard table
     .venv/bin/python benchmarks/bench_sweep.py --only moseq      # one workload
@@ -18,6 +19,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -58,14 +60,31 @@ def simulate(N, T, D, L, K, key):
     return x
 
 
+def data_path(N, T, D, L, K) -> str:
+    return os.path.join(tempfile.gettempdir(), f"arhmm_eqx_bench_{N}_{T}_{D}_{L}_{K}.npy")
+
+
+def make_data(N, T, D, L, K):
+    """Simulate once, in its own process, and save: the timed process loads the data as a
+    user's would, so its peak memory holds no simulation."""
+    import jax.random as jr
+    import numpy as np
+
+    path = data_path(N, T, D, L, K)
+    if not os.path.exists(path):
+        np.save(path + ".tmp.npy", np.asarray(simulate(N, T, D, L, K, jr.key(0))))
+        os.replace(path + ".tmp.npy", path)
+
+
 def run_one(name, N, T, D, L, K, repeats, kappa):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
+    import numpy as np
 
     import arhmm_eqx as ae
 
-    x = simulate(N, T, D, L, K, jr.key(0))
+    x = jnp.asarray(np.load(data_path(N, T, D, L, K)))
     mask = jnp.ones((N, T), jnp.float32)
     hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa)
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1))
@@ -97,7 +116,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kappa", type=float, default=1e6)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_data:
+        make_data(*json.loads(args.make_data))
+        return
     if args.child:
         spec = json.loads(args.child)
         print(json.dumps(run_one(**spec)))
@@ -111,6 +134,7 @@ def main():
     print("-" * len(header))
     for name, (N, T, D, L, K) in todo:
         spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa)
+        subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)
         if out.returncode != 0:

@@ -32,6 +32,9 @@ def _chunk_size(width: int, total: int) -> int:
 # frames; 256 keeps that a few percent of a typical dataset while the per-block products
 # stay large enough for an efficient batched matrix product.
 _STATS_BLOCK = 256
+# Blocks gathered and multiplied per step of the scan: 32 blocks of 256 frames are 8192
+# regressors at a time, a few MiB, whatever the size of the dataset.
+_STATS_BLOCKS_PER_STEP = 32
 
 
 def ar_sufficient_stats(
@@ -42,30 +45,44 @@ def ar_sufficient_stats(
     The block `[:A, :A]` is `S_uu`, `[A:, :A]` is `S_yu`, `[A:, A:]` is `S_yy`, and
     entry `[A-1, A-1]` is the number of valid frames of the state.
 
-    No `K x frames` one-hot and no per-frame scatter: frames are sorted by state and
-    laid out so that each state's frames fill whole blocks of `_STATS_BLOCK` rows (zero
-    rows pad a state's last block); one batched matrix product gives every block's
-    `V_b^T V_b`, and a segment sum over blocks (a few thousand) gives the states'.
-    Memory is `O(frames x (A + D))`, independent of `K`.
+    No `K x frames` one-hot and no per-frame scatter of outer products: valid frames are
+    sorted by state and assigned slots so that each state's frames fill whole blocks of
+    `_STATS_BLOCK` slots (empty slots pad a state's last block). A scan then gathers the
+    regressors of a few blocks at a time straight from `x`, one batched product gives
+    every block's `V_b^T V_b`, and a segment sum over blocks gives the states'. Beyond `x`,
+    memory is a few integers per frame plus one `(A + D)^2` matrix per block.
     """
-    K, C = num_states, _STATS_BLOCK
-    v = augmented_regressors(x, nlags)
-    AD = v.shape[-1]
-    w = mask[:, nlags:].astype(v.dtype)
-    v = (v * w[..., None]).reshape(-1, AD)  # masked frames become zero rows
-    zf = z.reshape(-1).astype(jnp.int32)
-    M = v.shape[0]
-    counts = jnp.bincount(zf, length=K).astype(jnp.int32)
+    K, C, G = num_states, _STATS_BLOCK, _STATS_BLOCKS_PER_STEP
+    N, T, D = x.shape
+    Tz = T - nlags
+    M = N * Tz
+    dtype = x.dtype
+    # Masked frames go to an extra state K, whose slots come after every real state's.
+    valid = mask[:, nlags:] > 0
+    zf = jnp.where(valid, z, K).reshape(-1).astype(jnp.int32)
+    counts = jnp.bincount(zf, length=K + 1).astype(jnp.int32)
     block_counts = (counts + C - 1) // C
     padded_start = jnp.cumsum(block_counts * C, dtype=jnp.int32) - block_counts * C
     start = jnp.cumsum(counts, dtype=jnp.int32) - counts
-    order = jnp.argsort(zf, stable=True)
+    order = jnp.argsort(zf, stable=True).astype(jnp.int32)
     z_sorted = zf[order]
     dest = padded_start[z_sorted] + jnp.arange(M, dtype=jnp.int32) - start[z_sorted]
-    num_blocks = -(-M // C) + K  # static bound on sum_k ceil(n_k / C)
-    padded = jnp.zeros((num_blocks * C, AD), v.dtype).at[dest].set(v[order], unique_indices=True)
-    padded = padded.reshape(num_blocks, C, AD)
-    block_stats = jnp.einsum("bci,bcj->bij", padded, padded, precision=_PRECISION)
+    num_blocks = -(-(-(-M // C) + K) // G) * G  # >= sum_k ceil(n_k / C), a multiple of G
+    # Slots of the masked frames' state lie past the real states' blocks: dropped.
+    source = jnp.full((num_blocks * C,), -1, jnp.int32).at[dest].set(order, mode="drop")
+    x_flat = x.reshape(N * T, D)
+    ones = jnp.ones((G * C, 1), dtype)
+
+    def step(_, slots):
+        f = jnp.maximum(slots, 0)
+        row = (f // Tz) * T + f % Tz  # first lag of frame f in x_flat
+        frames = x_flat[row[:, None] + jnp.arange(nlags + 1, dtype=jnp.int32)[None, :]]  # (G*C, L+1, D)
+        v = jnp.concatenate([frames[:, :nlags].reshape(-1, nlags * D), ones, frames[:, nlags]], axis=1)
+        v = jnp.where((slots >= 0)[:, None], v, jnp.zeros((), dtype)).reshape(G, C, -1)
+        return None, jnp.einsum("bci,bcj->bij", v, v, precision=_PRECISION)
+
+    _, block_stats = lax.scan(step, None, source.reshape(-1, G * C))
+    block_stats = block_stats.reshape(num_blocks, *block_stats.shape[2:])
     block_state = jnp.searchsorted(padded_start, jnp.arange(num_blocks, dtype=jnp.int32) * C, side="right") - 1
     return jax.ops.segment_sum(block_stats, block_state, num_segments=K)
 
