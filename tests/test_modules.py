@@ -171,7 +171,7 @@ def test_arhmm_mismatched_parts_message(sizes):
     params = _params(*sizes)
     hp = ae.Hyperparams.from_scales(K, D, L)
     states = ae.States(z=jnp.zeros((N, T - L), jnp.int32))
-    with pytest.raises(ValueError, match=rf"`params` have \(num_states, latent_dim, ar_dim\).*`hyperparams`"):
+    with pytest.raises(ValueError, match=r"`params` have \(num_states, latent_dim, ar_dim\).*`hyperparams`"):
         ae.ARHMM(hp, params, states)
 
 

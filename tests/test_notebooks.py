@@ -1,6 +1,5 @@
 """Execute the notebooks top to bottom (small sizes) so they cannot rot."""
 
-import os
 import pathlib
 
 import nbformat

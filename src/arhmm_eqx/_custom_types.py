@@ -11,18 +11,18 @@ Axis letters follow `model.md`:
 - `Tz`: `T - L`, the number of frames that carry a discrete state.
 """
 
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
 
 
 if TYPE_CHECKING:
-    ScalarLike = Union[float, int, Array, np.ndarray]
+    ScalarLike = float | int | Array | np.ndarray
 else:
-    ScalarLike = Union[float, int, ArrayLike]
+    ScalarLike = float | int | ArrayLike
 
-MaskLike = Union[Real[Array, "N T"], Bool[Array, "N T"]]
+MaskLike = Real[Array, "N T"] | Bool[Array, "N T"]
 
 __all__ = [
     "Array",

@@ -81,6 +81,6 @@ def run_demo(
             print(f"  sweep {i + 1:4d}: log p(x | z, params) = {ll[i]:.1f}")
         print(f"States in use: {used.size}; frame accuracy after Hungarian matching: {100 * acc:.1f} %")
         print("State sequence of sequence 0, first 120 frames:")
-        print("  true: " + "".join("%x" % v for v in np.asarray(z_true)[0, :120]))
+        print("  true: " + "".join(f"{v:x}" for v in np.asarray(z_true)[0, :120]))
         print("  fit : " + "".join(chr(ord("a") + int(v)) for v in z[0, :120]))
     return summary

@@ -6,10 +6,10 @@ import jax.random as jr
 
 from ._ar import resample_ar_params
 from ._custom_types import Array, Bool, Float, PRNGKeyArray
+from ._ffbs import sample_stateseqs
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
-from ._ffbs import sample_stateseqs
 from ._transitions import resample_hdp_transitions
 
 

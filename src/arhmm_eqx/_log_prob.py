@@ -4,13 +4,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 
 from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int
-from ._lags import pad_affine, get_lags
+from ._lags import get_lags, pad_affine
 from ._linalg import psd_cholesky
-
-import jax.scipy.linalg as jsl
 
 
 def discrete_stateseq_log_prob(z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"]) -> Float[Array, "*batch Tz-1"]:

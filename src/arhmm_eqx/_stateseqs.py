@@ -1,7 +1,6 @@
 """State sequences over `(N, T)`: resampling, smoothed marginals and marginal likelihood."""
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 
 from . import _ffbs

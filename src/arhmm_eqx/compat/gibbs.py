@@ -6,10 +6,10 @@ import jax.numpy as jnp
 from .. import _stateseqs
 from .._ar import resample_ar_params as _resample_ar_params
 from .._checks import check_data
-from .._transitions import resample_hdp_transitions as _resample_hdp_transitions
 from .._model import ARHMM
 from .._params import Params
 from .._states import States
+from .._transitions import resample_hdp_transitions as _resample_hdp_transitions
 from ._convert import canonicalize_key, find_x, hyperparams_from_dict, split_seed
 
 

@@ -32,7 +32,8 @@ def init_states(seed, x, mask, params, **kwargs):
     nlags = (params["Ab"].shape[2] - 1) // params["Ab"].shape[1]
     x, mask = check_data(x, mask, nlags=nlags, latent_dim=params["Ab"].shape[1])
     Ab = jnp.asarray(params["Ab"])
-    z = _init_states_jit(canonicalize_key(seed), x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, params["Q"], params["pi"])
+    x, mask = x.astype(Ab.dtype), mask.astype(Ab.dtype)
+    z = _init_states_jit(canonicalize_key(seed), x, mask, Ab, params["Q"], params["pi"])
     return {"z": z}
 
 
