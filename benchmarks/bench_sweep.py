@@ -76,7 +76,7 @@ def make_data(N, T, D, L, K):
         os.replace(path + ".tmp.npy", path)
 
 
-def run_one(name, N, T, D, L, K, repeats, kappa):
+def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
@@ -90,13 +90,13 @@ def run_one(name, N, T, D, L, K, repeats, kappa):
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1))
     jax.block_until_ready(model)
     t0 = time.perf_counter()
-    model, _ = ae.gibbs_step(jr.key(2), model, x, mask)
+    model, _ = ae.gibbs_step(jr.key(2), model, x, mask, sequence_chunk=sequence_chunk)
     jax.block_until_ready(model)
     first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        model, info = ae.gibbs_step(jr.key(3 + i), model, x, mask)
+        model, info = ae.gibbs_step(jr.key(3 + i), model, x, mask, sequence_chunk=sequence_chunk)
         jax.block_until_ready(model)
         times.append(time.perf_counter() - t0)
     times.sort()
@@ -106,6 +106,7 @@ def run_one(name, N, T, D, L, K, repeats, kappa):
         "workload": name, "N": N, "T": T, "D": D, "L": L, "K": K, "frames": N * T,
         "compile_s": first - sweep, "sweep_s": sweep, "peak_rss_gib": peak_gib,
         "ms_per_1k_frames": 1e3 * sweep / (N * T / 1e3), "device": jax.devices()[0].platform,
+        "estimate_gib": ae.estimate_memory(N, T, D, L, K, sequence_chunk=sequence_chunk).total / 2**30,
     }
 
 
@@ -115,6 +116,7 @@ def main():
     parser.add_argument("--custom", nargs=5, type=int, metavar=("N", "T", "D", "L", "K"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kappa", type=float, default=1e6)
+    parser.add_argument("--sequence-chunk", type=int, default=None, help="the memory knob of gibbs_step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -129,11 +131,12 @@ def main():
     if args.custom:
         todo = [("custom", tuple(args.custom))]
     header = f"{'workload':<10} {'N':>3} {'T':>6} {'D':>3} {'L':>2} {'K':>4} {'frames':>8} " \
-             f"{'compile s':>9} {'sweep s':>8} {'peak GiB':>8} {'ms/1k fr':>8}"
+             f"{'compile s':>9} {'sweep s':>8} {'peak GiB':>8} {'est. GiB':>8} {'ms/1k fr':>8}"
     print(header)
     print("-" * len(header))
     for name, (N, T, D, L, K) in todo:
-        spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa)
+        spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa,
+                    sequence_chunk=args.sequence_chunk)
         subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)
@@ -142,7 +145,7 @@ def main():
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:<10} {N:>3} {T:>6} {D:>3} {L:>2} {K:>4} {r['frames']:>8} {r['compile_s']:>9.2f} "
-              f"{r['sweep_s']:>8.3f} {r['peak_rss_gib']:>8.2f} {r['ms_per_1k_frames']:>8.3f}", flush=True)
+              f"{r['sweep_s']:>8.3f} {r['peak_rss_gib']:>8.2f} {r['estimate_gib']:>8.2f} {r['ms_per_1k_frames']:>8.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -96,28 +96,13 @@ def _draw(p, u, upper):
     return jnp.minimum(idx, p.shape[-1] - 1).astype(jnp.int32)
 
 
-def sample_stateseqs(
-    key: PRNGKeyArray,
-    x: Float[Array, "N T D"],
-    mask: Float[Array, "N T"],
-    Ab: Float[Array, "K D A"],
-    Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
-    *,
-    block: int = DEFAULT_BLOCK,
-) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
-    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence.
-
-    **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
-    sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
-    """
+def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     N, T, _ = x.shape
     Tz = T - nlags
     log_norms, filtered = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
     num_blocks = filtered.shape[0]
-    uniforms = jr.uniform(key, (N, Tz), dtype=x.dtype)
     uniforms = jnp.pad(uniforms, ((0, 0), (0, num_blocks * block - Tz)), constant_values=0.5)
     uniforms = jnp.swapaxes(uniforms.reshape(N, num_blocks, block), 0, 1)  # (blocks, N, block)
     W, log_norm = whitened_transforms(Ab, Q)
@@ -148,6 +133,52 @@ def sample_stateseqs(
     _, (z, ll_blocks) = lax.scan(block_step, col0, (jnp.arange(num_blocks), filtered, uniforms), reverse=True)
     z = jnp.swapaxes(z, 0, 1).reshape(N, num_blocks * block)[:, :Tz]
     return z, jnp.sum(ll_blocks), jnp.sum(log_norms)
+
+
+def sample_stateseqs(
+    key: PRNGKeyArray,
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    pi: Float[Array, "K K"],
+    *,
+    block: int = DEFAULT_BLOCK,
+    sequence_chunk: int | None = None,
+) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
+    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence.
+
+    `sequence_chunk` is the memory knob: the filtered messages, `Tz x N x K` numbers,
+    are the largest thing a sweep holds; with `sequence_chunk = C` sequences are filtered
+    and sampled `C` at a time (one `lax.map` over chunks), so only `Tz x C x K` are held.
+    The uniforms are drawn for all sequences at once, so the samples are the same
+    whatever the chunking (up to the rounding of the products).
+
+    **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
+    sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
+    """
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    N, T, _ = x.shape
+    uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
+    if sequence_chunk is None or sequence_chunk >= N:
+        return _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block)
+    C = int(sequence_chunk)
+    if C < 1:
+        raise ValueError(f"`sequence_chunk` must be a positive number of sequences or None; got {sequence_chunk}.")
+    num_chunks = -(-N // C)
+    pad = num_chunks * C - N  # padding sequences are fully masked; their samples are dropped
+
+    def chunks(a):
+        a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+        return a.reshape((num_chunks, C) + a.shape[1:])
+
+    def one(args):
+        u_c, x_c, m_c = args
+        return _sample_given_uniforms(u_c, x_c, m_c, Ab, Q, pi, block)
+
+    z, ll_x, log_marg = lax.map(one, (chunks(uniforms), chunks(x), chunks(mask)))
+    return z.reshape(num_chunks * C, -1)[:N], jnp.sum(ll_x), jnp.sum(log_marg)
 
 
 def marginal_log_likelihood(x, mask, Ab, Q, pi, *, block: int = DEFAULT_BLOCK) -> Float[Array, ""]:

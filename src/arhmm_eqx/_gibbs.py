@@ -23,9 +23,17 @@ class GibbsInfo(eqx.Module):
 
 
 def gibbs_sweep(
-    key: PRNGKeyArray, model: ARHMM, x: Float[Array, "N T D"], mask: Float[Array, "N T"], *, states_only: bool = False
+    key: PRNGKeyArray,
+    model: ARHMM,
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    *,
+    states_only: bool = False,
+    sequence_chunk: int | None = None,
 ) -> tuple[ARHMM, GibbsInfo]:
     """One sweep. `x` and `mask` must already be checked (`_checks.check_data`).
+
+    `sequence_chunk` bounds the memory of the state step (see `_ffbs.sample_stateseqs`).
 
     The key is split into three named subkeys whether or not `states_only` is set, so
     switching the parameter steps off does not shift the randomness of the state step.
@@ -43,7 +51,7 @@ def gibbs_sweep(
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
-    z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi)
+    z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk)
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
     ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))

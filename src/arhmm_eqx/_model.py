@@ -52,12 +52,18 @@ class ARHMM(eqx.Module):
         dtype = self.params.Ab.dtype
         return x.astype(dtype), mask.astype(dtype)
 
-    def resample(self, x, mask, *, key: PRNGKeyArray, states_only: bool = False) -> "ARHMM":
-        """One Gibbs sweep (transitions, AR parameters, states; only states if `states_only`)."""
+    def resample(
+        self, x, mask, *, key: PRNGKeyArray, states_only: bool = False, sequence_chunk: int | None = None
+    ) -> "ARHMM":
+        """One Gibbs sweep (transitions, AR parameters, states; only states if `states_only`).
+
+        `sequence_chunk`: filter and sample states this many sequences at a time, which
+        bounds memory for long datasets; the samples are the same.
+        """
         from ._run import gibbs_step
 
         self._data(x, mask)  # eager checks: clear errors before anything is traced
-        model, _ = gibbs_step(key, self, x, mask, states_only=states_only)
+        model, _ = gibbs_step(key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk)
         return model
 
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:

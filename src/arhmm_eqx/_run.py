@@ -19,24 +19,33 @@ _NOT_FINITE_MSG = (
 
 @eqx.filter_jit
 def gibbs_step(
-    key: PRNGKeyArray, model: ARHMM, x: Float[Array, "N T D"], mask, *, states_only: bool = False
+    key: PRNGKeyArray,
+    model: ARHMM,
+    x: Float[Array, "N T D"],
+    mask,
+    *,
+    states_only: bool = False,
+    sequence_chunk: int | None = None,
 ) -> tuple[ARHMM, GibbsInfo]:
     """One Gibbs sweep of `model` (BlackJAX-shaped: key first, returns `(model, info)`).
 
     Compiled once per shape: `kappa` and every other hyperparameter are array leaves, so
     it can be vmapped over models with different hyperparameters. Shapes are checked at
-    trace time and values through `eqx.error_if`.
+    trace time and values through `eqx.error_if`. `sequence_chunk`: filter and sample the
+    states this many sequences at a time, to bound memory (same samples).
     """
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
-    return gibbs_sweep(key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only)
+    return gibbs_sweep(
+        key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only, sequence_chunk=sequence_chunk
+    )
 
 
 @eqx.filter_jit
-def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool):
+def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk):
     def body(m, i):
-        m, info = gibbs_sweep(jr.fold_in(key, i), m, x, mask, states_only=states_only)
+        m, info = gibbs_sweep(jr.fold_in(key, i), m, x, mask, states_only=states_only, sequence_chunk=sequence_chunk)
         return m, info
 
     return lax.scan(body, model, start + jnp.arange(num_iters, dtype=jnp.int32))
@@ -51,6 +60,7 @@ def run_chain(
     *,
     start_iter: int = 0,
     states_only: bool = False,
+    sequence_chunk: int | None = None,
     throw: bool = True,
 ) -> tuple[ARHMM, GibbsInfo]:
     """Run `num_iters` sweeps as one compiled `lax.scan`.
@@ -60,12 +70,15 @@ def run_chain(
 
     **Returns:** the final model and the stacked `GibbsInfo` of every sweep. With
     `throw=True`, a sweep with non-finite values raises (through `eqx.error_if`).
+    `sequence_chunk` bounds memory as in `gibbs_step`.
     """
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
     start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
-    model, infos = _scan_chain(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only)
+    model, infos = _scan_chain(
+        key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk
+    )
     if throw:
         model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
     return model, infos

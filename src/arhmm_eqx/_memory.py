@@ -1,0 +1,100 @@
+"""`estimate_memory`: how much memory a Gibbs sweep needs, before fitting."""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._ar import _STATS_BLOCK, _STATS_BLOCKS_PER_STEP
+from ._ffbs import DEFAULT_BLOCK
+
+
+# Resident memory of a process that has imported JAX, initialised a model and compiled
+# the sweep, beyond data and temporaries: the JAX runtime (about 0.15 GiB) plus compiled
+# programs and the pages the allocator keeps after compiling (about 0.7 GiB). Measured
+# on CPU with JAX 0.10 by benchmarks/bench_sweep.py (peak RSS minus the other terms).
+RUNTIME_BYTES = int(0.85 * 2**30)
+
+
+class MemoryEstimate(NamedTuple):
+    """Bytes needed by a Gibbs sweep, by kind. `total` adds them up."""
+
+    data: int  # x, mask and z
+    messages: int  # the filtered messages of the state step, the largest temporary
+    working: int  # other temporaries: likelihood blocks, sufficient statistics
+    runtime: int  # JAX runtime and compiled programs (a measured constant)
+    total: int
+
+    def __str__(self) -> str:
+        gib = lambda b: f"{b / 2**30:.2f} GiB"
+        return (
+            f"total {gib(self.total)} = data {gib(self.data)} + filtered messages {gib(self.messages)} "
+            f"+ working {gib(self.working)} + runtime {gib(self.runtime)}"
+        )
+
+
+def estimate_memory(
+    num_sequences: int,
+    num_frames: int,
+    latent_dim: int,
+    nlags: int,
+    num_states: int,
+    *,
+    dtype="float32",
+    sequence_chunk: int | None = None,
+    num_chains: int = 1,
+    exact: bool = False,
+) -> MemoryEstimate:
+    """Estimate the memory of fitting a model, before fitting it.
+
+    **Arguments:**
+
+    - `num_sequences`, `num_frames`, `latent_dim`, `nlags`, `num_states`: `N, T, D, L, K`.
+    - `dtype`: the floating dtype of the data and parameters.
+    - `sequence_chunk`: as in `ARHMM.resample`; the filtered messages then scale with it
+      instead of with `num_sequences`.
+    - `num_chains`: models run together in one `vmap` (the data are shared).
+    - `exact`: compile the sweep for these shapes (takes seconds, runs nothing) and take
+      the temporaries from XLA's own buffer assignment instead of the formula.
+
+    **Returns:** a `MemoryEstimate` in bytes; `print` it for a summary.
+    """
+    N, T, D, L, K = num_sequences, num_frames, latent_dim, nlags, num_states
+    s = np.dtype(dtype).itemsize
+    Tz = T - L
+    AD = D * L + 1 + D
+    Nc = N if sequence_chunk is None else min(N, sequence_chunk)
+    data = N * T * D * s + N * T * s + N * Tz * 4
+    messages = math.ceil(Tz / DEFAULT_BLOCK) * DEFAULT_BLOCK * Nc * K * s
+    blocks = 3 * Nc * DEFAULT_BLOCK * K * D * s
+    num_blocks = math.ceil(N * Tz / _STATS_BLOCK) + K
+    stats = 5 * N * Tz * 4 + 3 * _STATS_BLOCK * _STATS_BLOCKS_PER_STEP * AD * s + num_blocks * AD * AD * s
+    working = blocks + stats
+    if exact:
+        working = max(0, _compiled_temporaries(N, T, D, L, K, dtype, sequence_chunk) - messages)
+    messages, working = num_chains * messages, num_chains * working
+    total = data + messages + working + RUNTIME_BYTES
+    return MemoryEstimate(data=data, messages=messages, working=working, runtime=RUNTIME_BYTES, total=total)
+
+
+def _compiled_temporaries(N, T, D, L, K, dtype, sequence_chunk) -> int:
+    from ._gibbs import gibbs_sweep
+    from ._hyperparams import Hyperparams
+    from ._model import ARHMM
+    from ._params import Params
+    from ._states import States
+
+    dt = jnp.dtype(dtype)
+    hp = Hyperparams.from_scales(K, D, L)
+    hp = jax.tree.map(lambda a: a.astype(dt), hp)
+    A = D * L + 1
+    params = Params(Ab=jnp.zeros((K, D, A), dt), Q=jnp.zeros((K, D, D), dt), pi=jnp.zeros((K, K), dt),
+                    betas=jnp.zeros((K,), dt))
+    model = ARHMM(hp, params, States(z=jnp.zeros((N, T - L), jnp.int32)))
+    sweep = jax.jit(lambda m, x, mask, key: gibbs_sweep(key, m, x, mask, sequence_chunk=sequence_chunk))
+    compiled = sweep.lower(
+        model, jax.ShapeDtypeStruct((N, T, D), dt), jax.ShapeDtypeStruct((N, T), dt), jax.random.key(0)
+    ).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
