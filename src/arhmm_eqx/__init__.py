@@ -4,7 +4,7 @@ import importlib.metadata
 
 from ._gibbs import GibbsInfo as GibbsInfo
 from ._hyperparams import Hyperparams as Hyperparams
-from ._memory import estimate_memory as estimate_memory, MemoryEstimate as MemoryEstimate
+from ._memory import MemoryEstimate as MemoryEstimate, estimate_memory as estimate_memory
 from ._model import ARHMM as ARHMM
 from ._params import Params as Params
 from ._run import gibbs_step as gibbs_step, run_chain as run_chain
