@@ -145,7 +145,8 @@ def main():
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:<10} {N:>3} {T:>6} {D:>3} {L:>2} {K:>4} {r['frames']:>8} {r['compile_s']:>9.2f} "
-              f"{r['sweep_s']:>8.3f} {r['peak_rss_gib']:>8.2f} {r['estimate_gib']:>8.2f} {r['ms_per_1k_frames']:>8.3f}", flush=True)
+              f"{r['sweep_s']:>8.3f} {r['peak_rss_gib']:>8.2f} {r['estimate_gib']:>8.2f} "
+              f"{r['ms_per_1k_frames']:>8.3f}", flush=True)
 
 
 if __name__ == "__main__":
