@@ -11,4 +11,7 @@ from ._run import gibbs_step as gibbs_step, run_chain as run_chain
 from ._states import States as States
 
 
-__version__ = importlib.metadata.version("arhmm_eqx")
+try:
+    __version__ = importlib.metadata.version("arhmm_eqx")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was not installed
+    __version__ = "0+unknown"
