@@ -13,7 +13,7 @@ from ._linalg import psd_cholesky
 def _simulate(key, pi, Ab, Q, n_steps: int, z_prev, xlags, first_uniform: bool):
     K, D, _ = Ab.shape
     key_first, key_z, key_x = jr.split(key, 3)
-    z_first = jr.randint(key_first, (), 0, K)
+    z_first = jr.randint(key_first, (), 0, K, dtype=jnp.int32)
     L_Q = psd_cholesky(Q)
     log_pi = jnp.log(pi)
     z_keys = jr.split(key_z, n_steps)
