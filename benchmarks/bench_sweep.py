@@ -76,7 +76,7 @@ def make_data(N, T, D, L, K):
         os.replace(path + ".tmp.npy", path)
 
 
-def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None):
+def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
@@ -90,13 +90,13 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None):
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1))
     jax.block_until_ready(model)
     t0 = time.perf_counter()
-    model, _ = ae.gibbs_step(jr.key(2), model, x, mask, sequence_chunk=sequence_chunk)
+    model, _ = ae.gibbs_step(jr.key(2), model, x, mask, sequence_chunk=sequence_chunk, parallel=parallel)
     jax.block_until_ready(model)
     first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        model, info = ae.gibbs_step(jr.key(3 + i), model, x, mask, sequence_chunk=sequence_chunk)
+        model, info = ae.gibbs_step(jr.key(3 + i), model, x, mask, sequence_chunk=sequence_chunk, parallel=parallel)
         jax.block_until_ready(model)
         times.append(time.perf_counter() - t0)
     times.sort()
@@ -117,6 +117,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kappa", type=float, default=1e6)
     parser.add_argument("--sequence-chunk", type=int, default=None, help="the memory knob of gibbs_step")
+    parser.add_argument("--parallel", action="store_true", help="parallel-in-time filter and sampler")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,7 +137,7 @@ def main():
     print("-" * len(header))
     for name, (N, T, D, L, K) in todo:
         spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa,
-                    sequence_chunk=args.sequence_chunk)
+                    sequence_chunk=args.sequence_chunk, parallel=args.parallel)
         subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)

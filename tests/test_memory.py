@@ -63,3 +63,14 @@ def test_estimate_memory_scales_and_matches_compiled_temporaries():
     exact = ae.estimate_memory(4, 5_000, 10, 3, 50, exact=True)
     assert exact.messages + exact.working == pytest.approx(small.messages + small.working, rel=0.5)
     assert "GiB" in str(small)
+
+
+def test_parallel_option_gives_the_same_sweep():
+    """`parallel=True` (parallel-in-time filter and sampler) draws the same states as the
+    sequential path on the same key (float32 rounding aside: all but a few frames)."""
+    x, mask = _data()
+    model = ae.ARHMM.from_prior(ae.Hyperparams.from_scales(K, D, L, kappa=10.0), x, mask, key=jr.key(1))
+    a = model.resample(x, mask, key=jr.key(3))
+    b = model.resample(x, mask, key=jr.key(3), parallel=True)
+    assert np.mean(np.asarray(a.states.z) == np.asarray(b.states.z)) > 0.97
+    np.testing.assert_array_equal(np.asarray(a.params.Ab), np.asarray(b.params.Ab))

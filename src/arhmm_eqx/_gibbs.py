@@ -7,6 +7,7 @@ import jax.random as jr
 from ._ar import resample_ar_params
 from ._custom_types import Array, Bool, Float, PRNGKeyArray
 from ._ffbs import sample_stateseqs
+from ._parallel import sample_stateseqs_parallel
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
@@ -30,10 +31,13 @@ def gibbs_sweep(
     *,
     states_only: bool = False,
     sequence_chunk: int | None = None,
+    parallel: bool = False,
 ) -> tuple[ARHMM, GibbsInfo]:
     """One sweep. `x` and `mask` must already be checked (`_checks.check_data`).
 
-    `sequence_chunk` bounds the memory of the state step (see `_ffbs.sample_stateseqs`).
+    `sequence_chunk` bounds the memory of the state step (see `_ffbs.sample_stateseqs`);
+    `parallel` uses the parallel-in-time filter and sampler (`_parallel.py`: same draws,
+    logarithmic depth, `K` times the memory), meant for accelerators.
 
     The key is split into three named subkeys whether or not `states_only` is set, so
     switching the parameter steps off does not shift the randomness of the state step.
@@ -51,7 +55,10 @@ def gibbs_sweep(
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
-    z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk)
+    if parallel:
+        z, log_joint_x, _ = sample_stateseqs_parallel(key_z, x, mask, Ab, Q, pi)
+    else:
+        z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk)
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
     ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))

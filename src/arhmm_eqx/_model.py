@@ -53,17 +53,27 @@ class ARHMM(eqx.Module):
         return x.astype(dtype), mask.astype(dtype)
 
     def resample(
-        self, x, mask, *, key: PRNGKeyArray, states_only: bool = False, sequence_chunk: int | None = None
+        self,
+        x,
+        mask,
+        *,
+        key: PRNGKeyArray,
+        states_only: bool = False,
+        sequence_chunk: int | None = None,
+        parallel: bool = False,
     ) -> "ARHMM":
         """One Gibbs sweep (transitions, AR parameters, states; only states if `states_only`).
 
         `sequence_chunk`: filter and sample states this many sequences at a time, which
-        bounds memory for long datasets; the samples are the same.
+        bounds memory for long datasets; the samples are the same. `parallel`: use the
+        parallel-in-time filter and sampler (for GPUs; same samples, `K` times the memory).
         """
         from ._run import gibbs_step
 
         self._data(x, mask)  # eager checks: clear errors before anything is traced
-        model, _ = gibbs_step(key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk)
+        model, _ = gibbs_step(
+            key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
+        )
         return model
 
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
