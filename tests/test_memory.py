@@ -74,3 +74,13 @@ def test_parallel_option_gives_the_same_sweep():
     b = model.resample(x, mask, key=jr.key(3), parallel=True)
     assert np.mean(np.asarray(a.states.z) == np.asarray(b.states.z)) > 0.97
     np.testing.assert_array_equal(np.asarray(a.params.Ab), np.asarray(b.params.Ab))
+
+
+def test_parallel_with_sequence_chunk():
+    x, mask = _data()
+    model = ae.ARHMM.from_prior(ae.Hyperparams.from_scales(K, D, L, kappa=10.0), x, mask, key=jr.key(1))
+    p = model.params
+    z, _, lm = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True)
+    zc, _, lmc = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True, sequence_chunk=2)
+    np.testing.assert_array_equal(np.asarray(zc), np.asarray(z))
+    np.testing.assert_allclose(float(lmc), float(lm), rtol=1e-5)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax import lax
 
+from . import _parallel
 from ._ar import _PRECISION, squared_residual_norms, whitened_transforms
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._lags import augmented_regressors
@@ -145,8 +146,12 @@ def sample_stateseqs(
     *,
     block: int = DEFAULT_BLOCK,
     sequence_chunk: int | None = None,
+    parallel: bool = False,
 ) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
     """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence.
+
+    `parallel=True` filters and samples each chunk with the parallel-in-time scans of
+    `_parallel.py` instead (same uniforms, so the same states up to rounding).
 
     `sequence_chunk` is the memory knob: the filtered messages, `Tz x N x K` numbers,
     are the largest thing a sweep holds; with `sequence_chunk = C` sequences are filtered
@@ -161,8 +166,14 @@ def sample_stateseqs(
     nlags = (A - 1) // D
     N, T, _ = x.shape
     uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
+
+    def sample(u, x_c, m_c):
+        if parallel:
+            return _parallel.sample_given_uniforms(u, x_c, m_c, Ab, Q, pi)
+        return _sample_given_uniforms(u, x_c, m_c, Ab, Q, pi, block)
+
     if sequence_chunk is None or sequence_chunk >= N:
-        return _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block)
+        return sample(uniforms, x, mask)
     C = int(sequence_chunk)
     if C < 1:
         raise ValueError(f"`sequence_chunk` must be a positive number of sequences or None; got {sequence_chunk}.")
@@ -173,11 +184,7 @@ def sample_stateseqs(
         a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
         return a.reshape((num_chunks, C) + a.shape[1:])
 
-    def one(args):
-        u_c, x_c, m_c = args
-        return _sample_given_uniforms(u_c, x_c, m_c, Ab, Q, pi, block)
-
-    z, ll_x, log_marg = lax.map(one, (chunks(uniforms), chunks(x), chunks(mask)))
+    z, ll_x, log_marg = lax.map(lambda args: sample(*args), (chunks(uniforms), chunks(x), chunks(mask)))
     return z.reshape(num_chunks * C, -1)[:N], jnp.sum(ll_x), jnp.sum(log_marg)
 
 

@@ -7,7 +7,6 @@ import jax.random as jr
 from ._ar import resample_ar_params
 from ._custom_types import Array, Bool, Float, PRNGKeyArray
 from ._ffbs import sample_stateseqs
-from ._parallel import sample_stateseqs_parallel
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
@@ -55,10 +54,9 @@ def gibbs_sweep(
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
-    if parallel:
-        z, log_joint_x, _ = sample_stateseqs_parallel(key_z, x, mask, Ab, Q, pi)
-    else:
-        z, log_joint_x, _ = sample_stateseqs(key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk)
+    z, log_joint_x, _ = sample_stateseqs(
+        key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk, parallel=parallel
+    )
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
     ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))

@@ -113,6 +113,11 @@ def sample_stateseqs_parallel(
     nlags = (A - 1) // D
     N, T, _ = x.shape
     uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
+    return sample_given_uniforms(uniforms, x, mask, Ab, Q, pi)
+
+
+def sample_given_uniforms(uniforms, x, mask, Ab, Q, pi):
+    """`sample_stateseqs_parallel` with its uniforms `(N, Tz)` given (for chunking over sequences)."""
     ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), 0 on masked frames
     log_norms, filtered = jax.vmap(parallel_filter, in_axes=(0, None))(ll, pi)
     z = jax.vmap(parallel_backward_sample, in_axes=(0, None, 0))(filtered, pi, uniforms)
