@@ -58,6 +58,8 @@ def check_data(
         raise ValueError(
             f"`mask` must have shape (N, T) = {tuple(x.shape[:2])} to match `x`; got shape {tuple(mask.shape)}."
         )
+    if mask.dtype == bool:
+        mask = mask.astype(x.dtype)  # a boolean mask is a valid mask; compare it as numbers
     N, T, D = x.shape
     if T <= nlags:
         raise ValueError(
