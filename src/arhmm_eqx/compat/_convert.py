@@ -1,6 +1,5 @@
 """Conversion between the reference dict model and `ARHMM`, and key handling at the compat boundary."""
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 
@@ -59,7 +58,3 @@ def model_to_dict(model: ARHMM, seed=None) -> dict:
         "params": {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas},
         "hypparams": model.hyperparams.to_moseq_dicts(),
     }
-
-
-def is_array(a) -> bool:
-    return isinstance(a, jax.Array) or hasattr(a, "__array__")
