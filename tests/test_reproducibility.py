@@ -114,7 +114,8 @@ def test_resume_from_saved_model(data, model, tmp_path):
 @pytest.mark.slow  # compiles a batched chain
 def test_vmapped_chains_equal_single_chains(data):
     """One `eqx.filter_vmap` over (models, keys), models with different kappa, equals each chain
-    run alone: states exactly; the final models bitwise on CPU (1e-6 elsewhere). The trace of
+    run alone: states exactly; the final models' floats to 1e-6 relative (jax.random's gamma
+    sampler, batched, can round its last bit differently from the unbatched one). The trace of
     `log_joint_x`, a float32 sum over frames whose reduction XLA orders differently for a batch,
     agrees to 1e-6 relative (8 float32 ulps; seen: up to 4e-7)."""
     x, mask = data
@@ -126,16 +127,12 @@ def test_vmapped_chains_equal_single_chains(data):
     ]
     stacked = jtu.tree_map(lambda *leaves: jnp.stack(leaves), *models)
     batched = eqx.filter_vmap(lambda m, k: ae.run_chain(k, m, x, mask, NUM_SWEEPS))(stacked, keys)
-    on_cpu = jax.devices()[0].platform == "cpu"
     for i, (m, k) in enumerate(zip(models, keys)):
         alone_model, alone_info = ae.run_chain(k, m, x, mask, NUM_SWEEPS)
         mine_model, mine_info = jtu.tree_map(lambda v: v[i], batched)
         np.testing.assert_array_equal(np.asarray(mine_model.states.z), np.asarray(alone_model.states.z))
-        if on_cpu:
-            _assert_bitwise(mine_model, alone_model)
-        else:
-            for u, v in zip(jtu.tree_leaves(mine_model), jtu.tree_leaves(alone_model)):
-                np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-6)
+        for u, v in zip(jtu.tree_leaves(mine_model), jtu.tree_leaves(alone_model)):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(mine_info.ok), np.asarray(alone_info.ok))
         np.testing.assert_allclose(np.asarray(mine_info.log_joint_z), np.asarray(alone_info.log_joint_z), rtol=1e-6)
         np.testing.assert_allclose(np.asarray(mine_info.log_joint_x), np.asarray(alone_info.log_joint_x), rtol=1e-6)
