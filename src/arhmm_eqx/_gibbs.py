@@ -5,20 +5,28 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from ._ar import resample_ar_params
-from ._custom_types import Array, Bool, Float, PRNGKeyArray
+from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
 from ._ffbs import sample_stateseqs
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
+from ._summaries import median_duration, num_states_used
 from ._transitions import resample_hdp_transitions
 
 
 class GibbsInfo(eqx.Module):
-    """Per-sweep diagnostics: the log joint of `x` and of `z` after the sweep, and a health flag
-    (`ok` is False when any parameter or likelihood is not finite)."""
+    """Per-sweep diagnostics, all of the model after the sweep.
+
+    - `log_joint_x`, `log_joint_z`: `log p(x | z, Ab, Q)` and `log p(z | pi)`.
+    - `num_states_used`: states that label at least one valid frame.
+    - `median_duration`: median run length of the states, in frames.
+    - `ok`: False when any parameter or likelihood is not finite.
+    """
 
     log_joint_x: Float[Array, ""]
     log_joint_z: Float[Array, ""]
+    num_states_used: Int[Array, ""]
+    median_duration: Float[Array, ""]
     ok: Bool[Array, ""]
 
 
@@ -61,4 +69,12 @@ def gibbs_sweep(
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
     ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
     new = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z))
-    return new, GibbsInfo(log_joint_x=log_joint_x, log_joint_z=log_joint_z, ok=ok)
+    valid = mask[:, L:] > 0
+    info = GibbsInfo(
+        log_joint_x=log_joint_x,
+        log_joint_z=log_joint_z,
+        num_states_used=num_states_used(z, valid, K),
+        median_duration=median_duration(z, valid).astype(Ab.dtype),
+        ok=ok,
+    )
+    return new, info
