@@ -2,11 +2,40 @@
 
 import importlib.metadata
 
+from ._data import (
+    Dataset as Dataset,
+    Standardizer as Standardizer,
+    load_recordings as load_recordings,
+    prepare_recordings as prepare_recordings,
+    standardize as standardize,
+    whiten as whiten,
+)
 from ._gibbs import GibbsInfo as GibbsInfo
 from ._hyperparams import Hyperparams as Hyperparams
 from ._memory import MemoryEstimate as MemoryEstimate, estimate_memory as estimate_memory
 from ._model import ARHMM as ARHMM
 from ._params import Params as Params
+from ._plots import (
+    plot_durations as plot_durations,
+    plot_kappa_scan as plot_kappa_scan,
+    plot_state_raster as plot_state_raster,
+    plot_traces as plot_traces,
+    plot_transition_matrix as plot_transition_matrix,
+    plot_usages as plot_usages,
+    save_figures as save_figures,
+    state_colors as state_colors,
+)
+from ._results import (
+    Results as Results,
+    average_marginals as average_marginals,
+    relabel_by_usage as relabel_by_usage,
+    runs as runs,
+    save_results as save_results,
+    state_durations as state_durations,
+    state_usages as state_usages,
+    summarize as summarize,
+    transition_matrix as transition_matrix,
+)
 from ._run import gibbs_step as gibbs_step, run_chain as run_chain
 from ._states import States as States
 

@@ -1,0 +1,257 @@
+"""After the fit: state usages, durations and transitions, relabelling, averaged marginals, result files."""
+
+import csv
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._custom_types import Array, ArrayLike, Float
+from ._data import Dataset
+from ._model import ARHMM
+from ._params import Params
+from ._states import States
+from ._summaries import run_starts
+
+
+def _as_zv(z, valid) -> tuple[np.ndarray, np.ndarray]:
+    """`z` as a 2-D int array and `valid` as a bool array of the same shape (default `z >= 0`)."""
+    z = np.asarray(z)
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or not np.issubdtype(z.dtype, np.integer):
+        raise ValueError(f"`z` must be an integer array of shape (N, Tz) or (Tz,); got {z.dtype} {z.shape}.")
+    valid = z >= 0 if valid is None else np.asarray(valid).reshape(z.shape) > 0
+    return z, valid
+
+
+def state_usages(z: ArrayLike, valid: ArrayLike | None, num_states: int) -> np.ndarray:
+    """Fraction of valid frames in each state, shape `(K,)` (sums to 1 when any frame is valid).
+
+    `z`: states `(N, Tz)` (or `(Tz,)`); `valid`: same shape, True where the frame counts
+    (e.g. `mask[:, nlags:] > 0`); `None` means `z >= 0` (for the -1-filled output of `Dataset.unbatch`).
+    """
+    z, valid = _as_zv(z, valid)
+    counts = np.bincount(z[valid], minlength=num_states).astype(np.float64)
+    if counts.size > num_states:
+        raise ValueError(f"`z` has state {int(z[valid].max())}, which is not below `num_states` = {num_states}.")
+    total = counts.sum()
+    return counts / total if total > 0 else counts
+
+
+def runs(z: ArrayLike, valid: ArrayLike | None = None) -> dict[str, np.ndarray]:
+    """Every run (maximal stretch of one state among consecutive valid frames), in order.
+
+    **Returns:** `{"sequence", "start", "state", "duration"}`, one entry per run: the row of
+    `z`, the index of its first frame in the row, its state and its length in frames. A
+    masked gap or the end of a row ends a run (runs are cut there, as in `GibbsInfo.median_duration`).
+    """
+    z, valid = _as_zv(z, valid)
+    starts = np.asarray(run_starts(jnp.asarray(z, jnp.int32), jnp.asarray(valid)))
+    seq, start = np.nonzero(starts)
+    run_id = np.cumsum(starts.reshape(-1)) - 1
+    durations = np.bincount(run_id[valid.reshape(-1)], minlength=seq.size) if seq.size else np.zeros(0, int)
+    return {"sequence": seq, "start": start, "state": z[seq, start], "duration": durations}
+
+
+def state_durations(z: ArrayLike, valid: ArrayLike | None = None) -> np.ndarray:
+    """Lengths in frames of all runs of `z` over valid frames, in order of occurrence (see `runs`)."""
+    return runs(z, valid)["duration"]
+
+
+def transition_matrix(
+    z: ArrayLike, valid: ArrayLike | None, num_states: int, *, normalize: bool = True, self_transitions: bool = True
+) -> np.ndarray:
+    """Empirical transitions `(K, K)` between consecutive frames that are both valid.
+
+    `normalize`: divide each row by its sum (rows of unvisited states stay 0); otherwise
+    counts. `self_transitions=False` drops the diagonal before normalising, leaving the
+    syllable-to-syllable transitions: `P[i, j]` is then the probability that a run of `i`
+    is followed by a run of `j`.
+    """
+    z, valid = _as_zv(z, valid)
+    both = valid[:, 1:] & valid[:, :-1]
+    if z.size and (z[valid].max(initial=0) >= num_states):
+        raise ValueError(f"`z` has state {int(z[valid].max())}, which is not below `num_states` = {num_states}.")
+    counts = np.zeros((num_states, num_states))
+    np.add.at(counts, (z[:, :-1][both], z[:, 1:][both]), 1.0)
+    if not self_transitions:
+        np.fill_diagonal(counts, 0.0)
+    if not normalize:
+        return counts
+    rows = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+
+
+def relabel_by_usage(model: ARHMM, mask: ArrayLike) -> tuple[ARHMM, np.ndarray]:
+    """Renumber the states so that state 0 is the most used (ties keep their order).
+
+    `Ab`, `Q`, `betas`, the rows and columns of `pi`, and `z` are permuted together, so
+    every likelihood is unchanged. Usage counts the valid frames (`mask[:, nlags:] > 0`).
+
+    **Returns:** `(relabelled model, perm)` with `perm[new] = old`: new state `i` is old state `perm[i]`.
+    """
+    if model.params.Ab.ndim != 3:
+        raise ValueError("`relabel_by_usage` takes one model; index a batch of models first (`model[i]` per leaf).")
+    hp, p, z = model.hyperparams, model.params, np.asarray(model.states.z)
+    K, L = hp.num_states, hp.nlags
+    mask = np.asarray(mask)
+    if mask.shape != (z.shape[0], z.shape[1] + L):
+        raise ValueError(f"`mask` must have shape (N, T) = {(z.shape[0], z.shape[1] + L)}; got {mask.shape}.")
+    counts = np.bincount(z[mask[:, L:] > 0], minlength=K)
+    perm = np.argsort(-counts, kind="stable")
+    inverse = np.empty(K, np.int32)
+    inverse[perm] = np.arange(K, dtype=np.int32)
+    idx = jnp.asarray(perm)
+    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=p.pi[idx][:, idx], betas=p.betas[idx])
+    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype))
+    return ARHMM(hp, params, states), perm
+
+
+@eqx.filter_jit
+def _sum_marginals(models: ARHMM, x, mask):
+    dynamic, static = eqx.partition(models, eqx.is_array)
+
+    def body(total, leaves):
+        m = eqx.combine(leaves, static)
+        return total + m.stateseq_marginals(x, mask), None
+
+    _, K, _, _ = models.params.Ab.shape
+    N, T, _ = x.shape
+    zeros = jnp.zeros((N, T - models.hyperparams.nlags, K), models.params.Ab.dtype)
+    total, _ = lax.scan(body, zeros, dynamic)
+    return total
+
+
+def average_marginals(models: ARHMM | Sequence[ARHMM], x: Float[Array, "N T D"], mask: ArrayLike) -> Array:
+    """Smoothed `p(z[t] | x, params)` averaged over posterior samples, shape `(N, T - nlags, K)`.
+
+    `models`: a batch of models with a leading axis (from `eqx.filter_vmap`, e.g. several
+    chains, or samples saved along one chain and stacked), or a list of models of the same
+    sizes. The samples are processed one at a time (a `lax.scan`), so memory does not grow
+    with their number.
+    """
+    if isinstance(models, ARHMM):
+        if models.params.Ab.ndim == 3:
+            return models.stateseq_marginals(x, mask)
+        batch = models
+    else:
+        models = list(models)
+        if not models:
+            raise ValueError("`models` is empty; pass at least one model.")
+        batch = jax.tree.map(lambda *a: jnp.stack(a), *models)
+    total = _sum_marginals(batch, jnp.asarray(x), jnp.asarray(mask))
+    return total / jnp.asarray(batch.params.Ab.shape[0], total.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """What a fit says about the recordings (all NumPy).
+
+    - `states`: `{name: (T_i,)}` the state of every frame, -1 where there is none.
+    - `marginals`: `{name: (T_i, K)}` smoothed state probabilities (NaN where no state), or `None`.
+    - `usages` `(K,)`, `transition_counts` `(K, K)` (consecutive valid frames),
+      `runs` (see `runs`, with `sequence` indexing `names`), `names`, `num_states`.
+    """
+
+    names: tuple[str, ...]
+    num_states: int
+    states: dict[str, np.ndarray]
+    usages: np.ndarray
+    transition_counts: np.ndarray
+    runs: dict[str, np.ndarray]
+    marginals: dict[str, np.ndarray] | None = None
+
+    @property
+    def durations(self) -> np.ndarray:
+        """Lengths in frames of all runs."""
+        return self.runs["duration"]
+
+    def transition_matrix(self, *, self_transitions: bool = True) -> np.ndarray:
+        """Row-normalised transitions (see `transition_matrix`)."""
+        counts = self.transition_counts.copy()
+        if not self_transitions:
+            np.fill_diagonal(counts, 0.0)
+        rows = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+
+
+def _padded(states: dict[str, np.ndarray]) -> np.ndarray:
+    longest = max(s.shape[0] for s in states.values())
+    z = np.full((len(states), longest), -1, np.int64)
+    for i, s in enumerate(states.values()):
+        z[i, : s.shape[0]] = s
+    return z
+
+
+def summarize(model: ARHMM, dataset: Dataset, *, marginals: bool | ArrayLike = False) -> Results:
+    """States per recording, usages, durations and transitions of a fitted `model`.
+
+    Statistics are computed on the recordings (after `Dataset.unbatch`), so a run that
+    crosses a segment boundary counts once. `marginals`: `True` to add the model's smoothed
+    marginals, or an array `(N, T - nlags, K)` to use (e.g. from `average_marginals`).
+    """
+    if model.params.Ab.ndim != 3:
+        raise ValueError("`summarize` takes one model; pick one from the batch (or average marginals separately).")
+    K = model.hyperparams.num_states
+    states = dataset.unbatch(np.asarray(model.states.z))
+    z = _padded(states)
+    if marginals is True:
+        marginals = model.stateseq_marginals(dataset.x, dataset.mask)
+    unbatched = None if marginals is False else dataset.unbatch(np.asarray(marginals))
+    return Results(
+        names=dataset.names, num_states=K, states=states, usages=state_usages(z, None, K),
+        transition_counts=transition_matrix(z, None, K, normalize=False), runs=runs(z, None), marginals=unbatched,
+    )
+
+
+def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
+    """Write `results` to `out_dir` (created if needed) and return the paths written:
+
+    - `results.npz`: `names`, `usages`, `transition_counts`, `transition_matrix`, the run
+      table (`run_sequence`, `run_start`, `run_state`, `run_duration`), and one array
+      `states/<name>` (and `marginals/<name>`) per recording;
+    - `states.csv`: columns `recording, frame, state` (state -1 where a frame has none);
+    - `usages.csv`: `state, frames, usage, runs, median_duration` (durations in frames);
+    - `durations.csv`: one row per run: `recording, start, state, duration`;
+    - `transitions.csv`: the row-normalised `(K, K)` transition matrix, `from_state` then one column per state.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r, K = results, results.num_states
+    arrays = {
+        "names": np.asarray(r.names), "usages": r.usages, "transition_counts": r.transition_counts,
+        "transition_matrix": r.transition_matrix(), **{f"run_{k}": v for k, v in r.runs.items()},
+        **{f"states/{n}": s for n, s in r.states.items()},
+    }
+    if r.marginals is not None:
+        arrays.update({f"marginals/{n}": m for n, m in r.marginals.items()})
+    paths = [out / name for name in ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")]
+    np.savez(paths[0], **arrays)
+    counts = np.bincount(np.concatenate([s[s >= 0] for s in r.states.values()]), minlength=K)
+    run_state, run_len = r.runs["state"], r.runs["duration"]
+    tables = {
+        paths[1]: (["recording", "frame", "state"],
+                   [(n, t, int(v)) for n, s in r.states.items() for t, v in enumerate(s)]),
+        paths[2]: (["state", "frames", "usage", "runs", "median_duration"],
+                   [(k, int(counts[k]), f"{r.usages[k]:.6g}", int((run_state == k).sum()),
+                     f"{np.median(run_len[run_state == k]):g}" if (run_state == k).any() else "")
+                    for k in range(K)]),
+        paths[3]: (["recording", "start", "state", "duration"],
+                   [(r.names[i], int(s), int(k), int(d)) for i, s, k, d in zip(*(r.runs[c] for c in
+                    ("sequence", "start", "state", "duration")))]),
+        paths[4]: (["from_state", *range(K)], [(k, *(f"{v:.6g}" for v in row)) for k, row in
+                                                  enumerate(r.transition_matrix())]),
+    }
+    for path, (header, rows) in tables.items():
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+    return paths
