@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from ._compiler_memory import release_memory_after_compile as release_memory_after_compile
 from ._data import (
     Dataset as Dataset,
     Standardizer as Standardizer,
