@@ -6,7 +6,7 @@ import jax.random as jr
 import numpy as np
 from helpers import chi2_pvalue, enumerate_paths, path_codes, random_model, reference_ar_ll
 
-from arhmm_eqx import _hmm, _stateseqs
+from arhmm_eqx import _ffbs, _hmm, _stateseqs
 
 
 K, D, L = 3, 2, 2
@@ -65,6 +65,13 @@ def test_stateseq_functions_match_enumeration_with_masks():
         marg = jax.jit(_stateseqs.stateseq_marginals)(x, mask, Ab, Q, pi)
         assert marg.shape == (N, TZ, K) and marg.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(marg), expected, rtol=1e-9, atol=1e-12)
+        # the blocked smoother does not depend on the block size (padding frames at the end
+        # of the last block) or on the sequence chunking (padding sequences)
+        for block, chunk in ((3, None), (5, 1), (64, 2)):
+            m = _ffbs.smoothed_marginals(x, mask, Ab, Q, pi, block=block, sequence_chunk=chunk)
+            np.testing.assert_allclose(np.asarray(m), expected, rtol=1e-9, atol=1e-12, err_msg=f"{block=} {chunk=}")
+        ref = _stateseqs.stateseq_marginals_from_ll(jnp.asarray(ll_ref), pi)
+        np.testing.assert_allclose(np.asarray(ref), expected, rtol=1e-9, atol=1e-12)
         # sample_stateseqs_from_ll also returns the per-sequence normalisers
         _, log_norms = jax.jit(_stateseqs.sample_stateseqs_from_ll)(jr.key(0), jnp.asarray(ll_ref), pi)
         np.testing.assert_allclose(np.asarray(log_norms), [e[0] for e in enum], rtol=1e-10)

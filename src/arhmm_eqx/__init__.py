@@ -2,6 +2,13 @@
 
 import importlib.metadata
 
+from ._chains import (
+    KappaScan as KappaScan,
+    hyperparams_grid as hyperparams_grid,
+    init_chains as init_chains,
+    kappa_scan as kappa_scan,
+    run_chains as run_chains,
+)
 from ._compiler_memory import release_memory_after_compile as release_memory_after_compile
 from ._data import (
     Dataset as Dataset,
@@ -11,9 +18,23 @@ from ._data import (
     standardize as standardize,
     whiten as whiten,
 )
+from ._diagnostics import (
+    EMLScores as EMLScores,
+    adjusted_rand_index as adjusted_rand_index,
+    effective_sample_size as effective_sample_size,
+    expected_marginal_likelihoods as expected_marginal_likelihoods,
+    segmentation_agreement as segmentation_agreement,
+    split_rhat as split_rhat,
+    variation_of_information as variation_of_information,
+)
 from ._gibbs import GibbsInfo as GibbsInfo
 from ._hyperparams import Hyperparams as Hyperparams
-from ._memory import MemoryEstimate as MemoryEstimate, estimate_memory as estimate_memory
+from ._memory import (
+    MemoryEstimate as MemoryEstimate,
+    available_memory as available_memory,
+    check_memory_fits as check_memory_fits,
+    estimate_memory as estimate_memory,
+)
 from ._model import ARHMM as ARHMM
 from ._params import Params as Params
 from ._plots import (
@@ -38,6 +59,7 @@ from ._results import (
     transition_matrix as transition_matrix,
 )
 from ._run import gibbs_step as gibbs_step, run_chain as run_chain
+from ._sharding import chain_mesh as chain_mesh
 from ._states import States as States
 
 

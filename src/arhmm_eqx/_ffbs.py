@@ -188,6 +188,76 @@ def sample_stateseqs(
     return z.reshape(num_chunks * C, -1)[:N], jnp.sum(ll_x), jnp.sum(log_marg)
 
 
+def _block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
+    """Scaled emission likelihoods `exp(ll - max ll)` of one block, `(N, block, K)`; masked rows are ones."""
+    v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
+    sq = squared_residual_norms(jnp.matmul(v, W, precision=_PRECISION), K)
+    ll = (log_norm[None, None, :] - 0.5 * sq) * mb[..., None]
+    return jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True))
+
+
+def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
+    K, D, A = Ab.shape
+    nlags = (A - 1) // D
+    N, T, _ = x.shape
+    Tz = T - nlags
+    _, filtered = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
+    W, log_norm = whitened_transforms(Ab, Q)
+    x_pad, m_pad, num_blocks = _blocks(x, mask, nlags, block)
+    pi_T = pi.T
+
+    def frame_step(beta, inputs):
+        # beta_t is p(x[t+1:] | z[t]) up to a constant; padding frames have likelihood one
+        # and keep beta at ones, so the real frames are smoothed as without padding.
+        filt_t, lik_t = inputs
+        post = filt_t * beta
+        post = post / jnp.sum(post, axis=-1, keepdims=True)
+        beta = jnp.matmul(lik_t * beta, pi_T, precision=_PRECISION)
+        return beta / jnp.sum(beta, axis=-1, keepdims=True), post
+
+    def block_step(beta, inputs):
+        b, filt_b = inputs
+        lik = jnp.swapaxes(_block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K), 0, 1)
+        return lax.scan(frame_step, beta, (filt_b, lik), reverse=True, unroll=4)
+
+    beta0 = jnp.ones((N, K), x.dtype)
+    _, post = lax.scan(block_step, beta0, (jnp.arange(num_blocks), filtered), reverse=True)
+    post = jnp.transpose(post.reshape(num_blocks * block, N, K), (1, 0, 2))
+    return post[:, :Tz]
+
+
+def smoothed_marginals(
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    pi: Float[Array, "K K"],
+    *,
+    block: int = DEFAULT_BLOCK,
+    sequence_chunk: int | None = None,
+) -> Float[Array, "N Tz K"]:
+    """Smoothed `p(z[t] | x)` by forward filtering and a normalised backward pass, in blocks of time.
+
+    Beyond the `(N, Tz, K)` result, only the filtered messages are held (the backward pass
+    recomputes each block's likelihoods); with `sequence_chunk`, only a chunk's messages.
+    """
+    N = x.shape[0]
+    if sequence_chunk is None or sequence_chunk >= N:
+        return _smooth_given_filter(x, mask, Ab, Q, pi, block)
+    C = int(sequence_chunk)
+    if C < 1:
+        raise ValueError(f"`sequence_chunk` must be a positive number of sequences or None; got {sequence_chunk}.")
+    num_chunks = -(-N // C)
+    pad = num_chunks * C - N
+
+    def chunks(a):
+        a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+        return a.reshape((num_chunks, C) + a.shape[1:])
+
+    post = lax.map(lambda args: _smooth_given_filter(*args, Ab, Q, pi, block), (chunks(x), chunks(mask)))
+    return post.reshape((num_chunks * C,) + post.shape[2:])[:N]
+
+
 def marginal_log_likelihood(x, mask, Ab, Q, pi, *, block: int = DEFAULT_BLOCK) -> Float[Array, ""]:
     """`log p(x | Ab, Q, pi)` summed over sequences, without storing any message."""
     log_norms, _ = forward_filter_blocks(x, mask, Ab, Q, pi, block=block, keep_filtered=False)

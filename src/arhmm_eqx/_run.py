@@ -3,6 +3,7 @@
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import jax.tree_util as jtu
 from jax import lax
 
 from ._checks import check_data
@@ -46,15 +47,56 @@ def gibbs_step(
     )
 
 
-@eqx.filter_jit
-def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False):
+def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
+                thin: int | None = None):
+    """The sweeps of one chain as a `lax.scan` (not jitted, so it can be vmapped over chains).
+
+    Sweep `i` uses `fold_in(key, start + i)`. With `thin`, the scan is nested (outer steps of
+    `thin` sweeps) and the model after every `thin`-th sweep is also returned, stacked.
+
+    **Returns:** `(model, infos)`, or `(model, infos, samples)` when `thin` is given.
+    """
+
     def body(m, i):
-        m, info = gibbs_sweep(
+        return gibbs_sweep(
             jr.fold_in(key, i), m, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
         )
-        return m, info
 
-    return lax.scan(body, model, start + jnp.arange(num_iters, dtype=jnp.int32))
+    iters = start + jnp.arange(num_iters, dtype=jnp.int32)
+    if thin is None:
+        return lax.scan(body, model, iters)
+
+    def outer(m, its):
+        m, infos = lax.scan(body, m, its)
+        return m, (infos, m)
+
+    model, (infos, samples) = lax.scan(outer, model, iters.reshape(num_iters // thin, thin))
+    infos = jtu.tree_map(lambda a: a.reshape((num_iters,) + a.shape[2:]), infos)
+    return model, infos, samples
+
+
+@eqx.filter_jit
+def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
+                thin=None):
+    return scan_sweeps(key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin)
+
+
+def check_thin(num_iters: int, thin: int | None) -> None:
+    """`thin` must be None or a positive divisor of `num_iters`."""
+    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
+        raise ValueError(f"`num_iters` must be a positive int; got {num_iters!r}.")
+    if thin is None:
+        return
+    if isinstance(thin, bool) or not isinstance(thin, int) or thin < 1 or num_iters % thin:
+        raise ValueError(
+            f"`thin` must be None or a positive int that divides `num_iters` = {num_iters}; got {thin!r}. "
+            f"For example `thin={_divisor_near(num_iters, thin)}`."
+        )
+
+
+def _divisor_near(n: int, d) -> int:
+    d = d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else 1
+    return min((k for k in range(1, n + 1) if n % k == 0), key=lambda k: abs(k - d))
 
 
 def run_chain(
@@ -69,23 +111,42 @@ def run_chain(
     sequence_chunk: int | None = None,
     parallel: bool = False,
     throw: bool = True,
-) -> tuple[ARHMM, GibbsInfo]:
+    thin: int | None = None,
+) -> tuple[ARHMM, GibbsInfo] | tuple[ARHMM, GibbsInfo, ARHMM]:
     """Run `num_iters` sweeps as one compiled `lax.scan`.
 
     Sweep `i` uses the key `fold_in(key, start_iter + i)`, so running `a` sweeps and then
     `b` more with `start_iter=a` gives exactly the chain of `a + b` sweeps at once.
 
-    **Returns:** the final model and the stacked `GibbsInfo` of every sweep. With
-    `throw=True`, a sweep with non-finite values raises (through `eqx.error_if`).
-    `sequence_chunk` and `parallel` as in `gibbs_step`.
+    **Arguments:**
+
+    - `key`: a `jax.random.key`; `model`: the starting `ARHMM`; `x` `(N, T, D)`, `mask` `(N, T)`.
+    - `num_iters`: number of sweeps (static: each new length compiles once).
+    - `start_iter`: index of the first sweep (to resume a chain).
+    - `states_only`, `sequence_chunk`, `parallel`: as in `gibbs_step`.
+    - `throw`: raise (through `eqx.error_if`) when a sweep produced non-finite values;
+      with `throw=False` look at `infos.ok` instead.
+    - `thin`: also keep the model after every `thin`-th sweep (`thin` must divide `num_iters`).
+
+    **Returns:** the final model and the stacked `GibbsInfo` of every sweep (leading axis
+    `num_iters`); with `thin`, also the saved models stacked along a leading axis of
+    length `num_iters // thin` (sample `j` is the model after sweep `(j + 1) * thin`).
     """
+    check_thin(num_iters, thin)
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
     start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
-    model, infos = _scan_chain(
-        key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel
-    )
+    if thin is None:
+        model, infos = _scan_chain(
+            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel
+        )
+        samples = None
+    else:
+        model, infos, samples = _scan_chain(
+            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel,
+            thin,
+        )
     if throw:
         model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
-    return model, infos
+    return (model, infos) if samples is None else (model, infos, samples)

@@ -4,7 +4,6 @@ import jax
 import jax.random as jr
 
 from . import _ffbs
-from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._hmm import backward_sample, forward_filter, smoother
 
@@ -48,8 +47,13 @@ def stateseq_marginals(
     Q: Float[Array, "K D D"],
     pi: Float[Array, "K K"],
 ) -> Float[Array, "N Tz K"]:
-    """Smoothed `p(z[t] | x)` for every sequence and frame `t >= nlags`."""
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
+    """Smoothed `p(z[t] | x)` for every sequence and frame `t >= nlags`, in blocks of time
+    (`_ffbs.smoothed_marginals`; `stateseq_marginals_from_ll` is the reference)."""
+    return _ffbs.smoothed_marginals(x, mask, Ab, Q, pi)
+
+
+def stateseq_marginals_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Float[Array, "N Tz K"]:
+    """Smoothed marginals from precomputed log-likelihoods (one sequence at a time, `_hmm.smoother`)."""
     return jax.vmap(smoother, in_axes=(0, None))(ll, pi)
 
 
