@@ -171,3 +171,28 @@ def test_long_sequence_does_not_underflow():
         np.testing.assert_allclose(np.asarray(smoothed).sum(-1), 1.0, atol=10 * K * eps)
         assert abs(float(log_norm) - ref) <= Tz * eps * size, (dtype, float(log_norm), ref)
         assert np.all((np.asarray(z) >= 0) & (np.asarray(z) < K)) and np.isfinite(float(log_norms[0]))
+
+
+def test_filter_survives_transitions_through_floored_entries():
+    """A frame that only a state reachable through `tiny` entries of `pi` explains: the
+    float32 filter must stay finite (products `filt * tiny` are subnormal and flush to zero)
+    and agree with float64, where nothing underflows; the sampler must pick that state."""
+    tiny = float(np.finfo(np.float32).tiny)
+    pi = np.array([[0.5, tiny, 0.5], [tiny, 1.0 - 2 * tiny, tiny], [0.5, tiny, 0.5]])
+    Ab = np.array([[[0.0, 0.0]], [[0.0, 10.0]], [[0.0, 0.3]]])  # D=1, L=1: x_t = bias + noise
+    Q = np.full((3, 1, 1), 1e-2)
+    x = np.concatenate([np.full(6, 0.15), np.full(6, 10.0)])[None, :, None]
+    mask = np.ones((1, 12))
+    with jax.enable_x64(True):
+        args64 = [jnp.asarray(a, jnp.float64) for a in (x, mask, Ab, Q, pi)]
+        want = float(_stateseqs.marginal_log_likelihood(*args64))
+    args32 = [jnp.asarray(a, jnp.float32) for a in (x, mask, Ab, Q, pi)]
+    got = float(jax.jit(_stateseqs.marginal_log_likelihood)(*args32))
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    z, _, log_marg = jax.jit(_ffbs.sample_stateseqs)(jr.key(0), *args32)
+    assert np.isfinite(float(log_marg))
+    np.testing.assert_array_equal(np.asarray(z)[0, 5:], 1)
+    marg = np.asarray(jax.jit(_stateseqs.stateseq_marginals)(*args32))
+    assert np.all(np.isfinite(marg))
+    np.testing.assert_allclose(marg[0, 5:, 1], 1.0, atol=1e-6)

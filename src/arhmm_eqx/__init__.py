@@ -9,6 +9,14 @@ from ._chains import (
     kappa_scan as kappa_scan,
     run_chains as run_chains,
 )
+from ._checkpoint import (
+    CheckpointError as CheckpointError,
+    latest_checkpoint as latest_checkpoint,
+    load_checkpoint as load_checkpoint,
+    load_moseq_model as load_moseq_model,
+    save_checkpoint as save_checkpoint,
+    save_moseq_model as save_moseq_model,
+)
 from ._compiler_memory import release_memory_after_compile as release_memory_after_compile
 from ._data import (
     Dataset as Dataset,
@@ -27,7 +35,10 @@ from ._diagnostics import (
     split_rhat as split_rhat,
     variation_of_information as variation_of_information,
 )
+from ._em import EMInfo as EMInfo, fit_em as fit_em
+from ._fit import FitResult as FitResult, fit as fit, resume as resume
 from ._gibbs import GibbsInfo as GibbsInfo
+from ._gradient import UnconstrainedParams as UnconstrainedParams, fit_gradient as fit_gradient
 from ._hyperparams import Hyperparams as Hyperparams
 from ._memory import (
     MemoryEstimate as MemoryEstimate,

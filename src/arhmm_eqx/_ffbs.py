@@ -62,6 +62,7 @@ def forward_filter_blocks(
     dtype = x.dtype
     W, log_norm = whitened_transforms(Ab, Q)
     x_pad, m_pad, num_blocks = _blocks(x, mask, nlags, block)
+    tiny = jnp.finfo(dtype).tiny
 
     def filter_step(carry, inputs):
         pred, acc = carry
@@ -69,7 +70,11 @@ def forward_filter_blocks(
         w = pred * lik_t
         c = jnp.sum(w, axis=-1)
         filt = w / c[:, None]
-        pred = jnp.matmul(filt, pi, precision=_PRECISION)
+        # Every row of pi is floored at `tiny` (`floor_and_normalize`), so mathematically
+        # pred >= tiny; the floor here undoes rounding and flush-to-zero of `filt * tiny`.
+        # Without it, a frame explained only by a state reachable through a floored entry
+        # gives c = 0 and NaN messages.
+        pred = jnp.maximum(jnp.matmul(filt, pi, precision=_PRECISION), tiny)
         return (pred, acc + jnp.log(c) + m_t), (filt if keep_filtered else None)
 
     def block_step(carry, b):
@@ -84,6 +89,17 @@ def forward_filter_blocks(
     init = (jnp.full((N, K), 1.0 / K, dtype), jnp.zeros((N,), dtype))
     (_, log_norms), filtered = lax.scan(block_step, init, jnp.arange(num_blocks))
     return log_norms, filtered
+
+
+def _scaled_on_support(filt, v):
+    """`v` divided by its largest entry among the states where `filt > 0`.
+
+    The products `filt * v` that the smoother normalises and the sampler draws from do not
+    depend on the scale of `v`; this one keeps their largest term near `max(filt)`, so
+    entries of `v` at the floor of `pi` (`tiny`) do not flush the products to zero.
+    Entries of `v` are positive (rows and columns of a floored `pi`).
+    """
+    return v / jnp.max(jnp.where(filt > 0, v, 0.0), axis=-1, keepdims=True)
 
 
 def _draw(p, u, upper):
@@ -109,12 +125,15 @@ def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
     W, log_norm = whitened_transforms(Ab, Q)
     W_states = jnp.transpose(W.reshape(A + D, D, K), (2, 0, 1))  # (K, A + D, D)
     upper = jnp.triu(jnp.ones((K, K), x.dtype))
-    pi_T = pi.T  # rows of pi.T are the columns pi[:, j] that the backward pass multiplies by
+    # Rows of pi.T are the columns pi[:, j] that the backward pass multiplies by. Each is
+    # scaled to a maximum of one (the draw does not depend on the scale), so a column of
+    # floored entries does not push `filt * col` below the smallest normal number.
+    pi_T = pi.T / jnp.max(pi.T, axis=-1, keepdims=True)
     x_pad, m_pad, _ = _blocks(x, mask, nlags, block)
 
     def sample_step(col, inputs):
         filt_t, u_t, real_t = inputs
-        z_t = _draw(filt_t * col, u_t, upper)
+        z_t = _draw(filt_t * _scaled_on_support(filt_t, col), u_t, upper)
         # A padding frame passes no information back: the real frames are sampled exactly as
         # without padding, whatever the block size.
         return jnp.where(real_t, pi_T[z_t], col), z_t
@@ -210,9 +229,12 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
         # beta_t is p(x[t+1:] | z[t]) up to a constant; padding frames have likelihood one
         # and keep beta at ones, so the real frames are smoothed as without padding.
         filt_t, lik_t = inputs
-        post = filt_t * beta
+        post = filt_t * _scaled_on_support(filt_t, beta)
         post = post / jnp.sum(post, axis=-1, keepdims=True)
-        beta = jnp.matmul(lik_t * beta, pi_T, precision=_PRECISION)
+        # Scaled to a maximum of one before the product, so that products with floored
+        # entries of pi do not flush to zero (the scale cancels in the normalisation).
+        v = lik_t * beta
+        beta = jnp.matmul(v / jnp.max(v, axis=-1, keepdims=True), pi_T, precision=_PRECISION)
         return beta / jnp.sum(beta, axis=-1, keepdims=True), post
 
     def block_step(beta, inputs):

@@ -62,12 +62,15 @@ def gibbs_sweep(
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
-    z, log_joint_x, _ = sample_stateseqs(
+    z, log_joint_x, log_marginal = sample_stateseqs(
         key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk, parallel=parallel
     )
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
-    ok = jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
+    ok = (
+        jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
+        & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
+    )
     new = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z))
     valid = mask[:, L:] > 0
     info = GibbsInfo(

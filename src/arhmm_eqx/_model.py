@@ -3,7 +3,7 @@
 import equinox as eqx
 import jax.random as jr
 
-from . import _log_prob, _stateseqs
+from . import _log_posterior, _log_prob, _stateseqs
 from ._checks import check_data
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
@@ -11,6 +11,7 @@ from ._hyperparams import Hyperparams
 from ._initialize import init_params
 from ._params import Params
 from ._states import States
+from ._viterbi import viterbi_paths
 
 
 class ARHMM(eqx.Module):
@@ -91,6 +92,27 @@ class ARHMM(eqx.Module):
         p = self.params
         return _smoother_jit(*self._data(x, mask), p.Ab, p.Q, p.pi)
 
+    def most_likely_states(self, x, mask, *, fill_value: int | None = -1) -> Int[Array, "N Tz"]:
+        """The most likely state path of every sequence (Viterbi), int32 of shape `(N, T - nlags)`.
+
+        Masked frames hold `fill_value`; with `fill_value=None` they keep the states of the
+        jointly most likely path (the chain runs through them), as a model's `states` do.
+        """
+        p = self.params
+        return _viterbi_jit(*self._data(x, mask), p.Ab, p.Q, p.pi, fill_value=fill_value)
+
+    def log_prior(self) -> Float[Array, ""]:
+        """`log p(Ab, Q, pi | betas)`: MNIW per state and the sticky Dirichlet rows of `pi`, whose
+        concentrations are raised to at least 1 so that a maximum exists (see `fit_em`)."""
+        return _log_prior_jit(self.params, self.hyperparams)
+
+    def log_posterior(self, x, mask) -> Float[Array, ""]:
+        """`marginal_log_likelihood(x, mask) + log_prior()`: what `fit_em` and `fit_gradient` maximise.
+
+        Differentiable with respect to the parameters and to `x`.
+        """
+        return _log_posterior_jit(*self._data(x, mask), self.params, self.hyperparams)
+
     def state_cross_likelihoods(self, x, mask) -> Float[Array, "K K"]:
         """Cross-likelihoods between states (Wiltschko et al. 2015); see `compat.log_prob`."""
         p = self.params
@@ -112,6 +134,21 @@ _marginal_jit = eqx.filter_jit(_stateseqs.marginal_log_likelihood)
 _smoother_jit = eqx.filter_jit(_stateseqs.stateseq_marginals)
 _cross_jit = eqx.filter_jit(_log_prob.state_cross_likelihoods)
 _simulate_jit = eqx.filter_jit(simulate_dataset)
+_viterbi_jit = eqx.filter_jit(viterbi_paths)
+
+
+def _prior_kwargs(hp: Hyperparams, dtype) -> dict:
+    return {k: getattr(hp, k).astype(dtype) for k in ("alpha", "kappa", "nu_0", "S_0", "M_0", "K_0")}
+
+
+@eqx.filter_jit
+def _log_prior_jit(p: Params, hp: Hyperparams):
+    return _log_posterior.log_prior(p.Ab, p.Q, p.pi, p.betas, **_prior_kwargs(hp, p.Ab.dtype))
+
+
+@eqx.filter_jit
+def _log_posterior_jit(x, mask, p: Params, hp: Hyperparams):
+    return _log_posterior.log_posterior(x, mask, p.Ab, p.Q, p.pi, p.betas, **_prior_kwargs(hp, p.Ab.dtype))
 
 
 @eqx.filter_jit

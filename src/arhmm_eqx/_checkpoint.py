@@ -1,0 +1,356 @@
+"""Checkpoints of a chain (atomic, checksummed snapshots) and the reference dict model as `.npz`/`.h5` files.
+
+A checkpoint is two files in one directory, `ckpt_<iteration>.eqx` (the leaves of the model
+and of the trace of earlier sweeps, written by `eqx.tree_serialise_leaves`) and
+`ckpt_<iteration>.json` (sizes, dtypes, iteration, key, hyperparameters, and the SHA-256 of the
+`.eqx` file). Each file is written to a temporary file in the same directory, flushed,
+fsynced and renamed over its final name, the `.json` last: a checkpoint exists once its
+`.json` does, and a crash while writing leaves every earlier checkpoint untouched. Snapshots
+are never deleted.
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import numpy as np
+
+from ._gibbs import GibbsInfo
+from ._hyperparams import Hyperparams
+from ._model import ARHMM
+from ._params import Params
+from ._states import States
+
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d+)\.json$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, corrupt, truncated or of another format."""
+
+
+def checkpoint_name(iteration: int) -> str:
+    """`ckpt_<iteration>` with at least six digits (the stem of both files)."""
+    return f"ckpt_{iteration:06d}"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable (not possible on every platform)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _scalar_info(dtype) -> GibbsInfo:
+    f = jnp.zeros((), dtype)
+    return GibbsInfo(log_joint_x=f, log_joint_z=f, num_states_used=jnp.zeros((), jnp.int32), median_duration=f,
+                     ok=jnp.zeros((), bool))
+
+
+def empty_trace(dtype) -> GibbsInfo:
+    """A stacked `GibbsInfo` of zero sweeps (NumPy leaves)."""
+    return jtu.tree_map(lambda a: np.zeros((0,), a.dtype), _scalar_info(dtype))
+
+
+def _leaf_specs(tree) -> list[dict]:
+    return [{"shape": list(np.shape(leaf)), "dtype": str(np.asarray(leaf).dtype)} for leaf in jtu.tree_leaves(tree)]
+
+
+def _key_meta(key) -> dict:
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = str(jr.key_impl(key)) if typed else str(jr.key_impl(jr.wrap_key_data(key)))
+    return {"data": np.asarray(jr.key_data(key)).tolist(), "impl": impl, "typed": bool(typed)}
+
+
+def _key_from_meta(meta: dict):
+    key = jr.wrap_key_data(jnp.asarray(meta["data"], jnp.uint32), impl=meta["impl"])
+    return key if meta["typed"] else jr.key_data(key)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: ARHMM, *, iteration: int, key, infos: GibbsInfo | None = None,
+    metadata: dict | None = None,
+) -> Path:
+    """Save `model` after `iteration` sweeps of the chain driven by `key` (atomic; see the module docstring).
+
+    **Arguments:**
+
+    - `path`: a directory (the files are then `checkpoint_name(iteration)` + `.eqx`/`.json`
+      in it, created if needed) or a file stem / `.eqx` / `.json` path.
+    - `model`: one `ARHMM` (not a batch).
+    - `iteration`: number of sweeps done; `resume` runs sweep `iteration` next.
+    - `key`: the chain's key (as passed to `run_chain`).
+    - `infos`: optional stacked `GibbsInfo` of earlier sweeps, kept as the chain's trace.
+    - `metadata`: optional JSON-serialisable dict, stored under `"user"`.
+
+    **Returns:** the path of the `.json` file.
+    """
+    if model.params.Ab.ndim != 3:
+        raise ValueError("`save_checkpoint` takes one model; index a batch of models first.")
+    if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or iteration < 0:
+        raise ValueError(f"`iteration` must be an integer >= 0; got {iteration!r}.")
+    path = Path(path)
+    if path.suffix in (".eqx", ".json"):
+        stem = path.with_suffix("")
+    elif path.is_dir() or not path.suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        stem = path / checkpoint_name(int(iteration))
+    else:
+        raise ValueError(f"`path` must be a directory or end in .eqx or .json; got {str(path)!r}.")
+    if infos is None:
+        infos = empty_trace(model.params.Ab.dtype)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, (model, infos))
+    data = buffer.getvalue()
+    hp = model.hyperparams
+    meta = {
+        "format": "arhmm_eqx checkpoint",
+        "format_version": FORMAT_VERSION,
+        "library_version": _library_version(),
+        "iteration": int(iteration),
+        "num_states": hp.num_states, "latent_dim": hp.latent_dim, "nlags": hp.nlags,
+        "num_sequences": int(model.states.z.shape[0]), "num_frames_z": int(model.states.z.shape[1]),
+        "dtype": str(model.params.Ab.dtype),
+        "trace_length": int(infos.ok.shape[0]),
+        "key": _key_meta(key),
+        "hyperparams": {k: float(getattr(hp, k)) for k in ("alpha", "gamma", "kappa", "nu_0")}
+        | {"S_0_scale": float(hp.S_0[0, 0]), "K_0_scale": float(hp.K_0[0, 0])},
+        "leaves": _leaf_specs((model, infos)),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "user": metadata or {},
+    }
+    text = json.dumps(meta, indent=1)  # fails before anything is written if `metadata` is not JSON
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(stem.with_suffix(".eqx"), data)
+    _atomic_write(stem.with_suffix(".json"), text.encode())
+    return stem.with_suffix(".json")
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is corrupt or truncated ({what}). Earlier snapshots in the same directory "
+        "are untouched: load the previous one (`latest_checkpoint` skips damaged files)."
+    )
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """The `.json` metadata of a checkpoint, after checking the `.eqx` file against its checksum."""
+    stem = Path(path).with_suffix("") if Path(path).suffix in (".eqx", ".json") else Path(path)
+    meta_path, leaves_path = stem.with_suffix(".json"), stem.with_suffix(".eqx")
+    if not meta_path.is_file():
+        raise CheckpointError(f"checkpoint {str(meta_path)!r} does not exist; pass a checkpoint directory or the "
+                              ".json (or .eqx) file of a checkpoint written by `save_checkpoint`.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _corrupt(meta_path, f"unreadable JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "arhmm_eqx checkpoint":
+        raise _corrupt(meta_path, "not an arhmm_eqx checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(meta_path)!r} has format version {meta.get('format_version')}; "
+                              f"this version of arhmm_eqx reads version {FORMAT_VERSION}.")
+    if not leaves_path.is_file():
+        raise _corrupt(leaves_path, "the .eqx file is missing")
+    if hashlib.sha256(leaves_path.read_bytes()).hexdigest() != meta.get("sha256"):
+        raise _corrupt(leaves_path, "its SHA-256 does not match the one in the .json file")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[ARHMM, dict]:
+    """Load a checkpoint written by `save_checkpoint`.
+
+    **Arguments:** `path`: the `.json` or `.eqx` file, their common stem, or a directory (then
+    its newest valid checkpoint, see `latest_checkpoint`).
+
+    **Returns:** `(model, meta)`: `meta` is the `.json` metadata plus `"key"` (the chain's key,
+    rebuilt), `"infos"` (the stacked `GibbsInfo` saved with it) and `"path"`.
+    Raises `CheckpointError` naming the file when it is missing, corrupt or truncated.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no valid checkpoint in {str(path)!r}.")
+        path = found
+    meta = read_checkpoint_metadata(path)
+    like = _skeleton(meta, path)
+    leaves_path = path.with_suffix(".eqx") if path.suffix in (".eqx", ".json") else path.with_suffix(".eqx")
+    try:
+        model, infos = eqx.tree_deserialise_leaves(leaves_path, like)
+    except Exception as e:  # the checksum matched, so this is a file written by something else
+        raise _corrupt(leaves_path, f"{type(e).__name__}: {e}") from None
+    out = dict(meta)
+    out.update(key=_key_from_meta(meta["key"]), infos=infos, path=str(leaves_path.with_suffix(".json")))
+    return model, out
+
+
+def _skeleton(meta: dict, path: Path):
+    """`(ARHMM, GibbsInfo)` of ShapeDtypeStructs with the sizes, shapes and dtypes of the metadata."""
+    try:
+        K, D, L = meta["num_states"], meta["latent_dim"], meta["nlags"]
+        specs = [(tuple(s["shape"]), np.dtype(s["dtype"])) for s in meta["leaves"]]
+    except (KeyError, TypeError) as e:
+        raise _corrupt(path, f"metadata field missing: {e}") from None
+    if any(dt.itemsize == 8 and dt.kind in "fiu" for _, dt in specs) and not jax.config.read("jax_enable_x64"):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds 64-bit arrays; enable them before loading with "
+                              "`jax.config.update('jax_enable_x64', True)`.")
+
+    def build():
+        A = D * L + 1
+        model = ARHMM(Hyperparams.from_scales(K, D, L),
+                      Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros((K, K)), betas=jnp.zeros(K)),
+                      States(z=jnp.zeros((1, 1), jnp.int32)))
+        return model, _scalar_info(jnp.zeros(()).dtype)
+
+    treedef = jtu.tree_structure(eqx.filter_eval_shape(build))
+    if treedef.num_leaves != len(specs):
+        raise _corrupt(path, f"{len(specs)} leaves listed, {treedef.num_leaves} expected")
+    return jtu.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in specs])
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """The `.json` files of the checkpoints in `directory`, oldest iteration first (unchecked)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The newest checkpoint in `directory` whose files are intact, or `None` if there is none.
+
+    Damaged checkpoints (corrupt or truncated, e.g. from a disk that filled up) are skipped
+    with a `RuntimeWarning` that names them; temporary files of an interrupted write are ignored.
+    """
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint_metadata(path)
+        except CheckpointError as e:
+            warnings.warn(f"skipping {path.name}: {e}", RuntimeWarning, stacklevel=2)
+            continue
+        return path
+    return None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+    out: dict = {}
+    for name, value in flat.items():
+        *groups, leaf = name.split("/")
+        node = out
+        for g in groups:
+            node = node.setdefault(g, {})
+        node[leaf] = value
+    return out
+
+
+def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path:
+    """Write `model` as the reference dict model (`compat.model_to_dict`: `seed`, `states`,
+    `params`, `hypparams`) to `.npz` (keys such as `params/Ab`) or `.h5`/`.hdf5` (one group per
+    dict). Written atomically. `key`: stored as `seed` (its raw `uint32` data); default `PRNGKey(0)`.
+    """
+    from .compat import model_to_dict
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in (".npz", ".h5", ".hdf5"):
+        raise ValueError(f"`path` must end in .npz, .h5 or .hdf5; got {str(path)!r}.")
+    if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.key_data(key)
+    flat = _flatten(model_to_dict(model, seed=key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ext == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **flat)
+        _atomic_write(path, buffer.getvalue())
+        return path
+    h5py = _import_h5py()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, value in flat.items():
+                f.create_dataset(name, data=value)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_moseq_model(path: str | os.PathLike) -> ARHMM:
+    """Read a reference dict model written by `save_moseq_model` (or laid out the same way) as an `ARHMM`."""
+    from .compat import model_from_dict
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in (".npz", ".h5", ".hdf5"):
+        raise ValueError(f"`path` must end in .npz, .h5 or .hdf5; got {str(path)!r}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                flat = {name: f[name] for name in f.files}
+        else:
+            h5py = _import_h5py()
+            flat = {}
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda n, obj: flat.update({n: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+        return model_from_dict(_unflatten(flat))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"cannot read a model from {str(path)!r}: {type(e).__name__}: {e}") from None
+
+
+def _import_h5py():
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError("reading and writing .h5 files needs h5py: `pip install h5py` (or 'arhmm_eqx[hdf5]').") from e
+    return h5py

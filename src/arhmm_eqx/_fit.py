@@ -1,0 +1,220 @@
+"""The fit loop for long runs: `run_chain` in chunks, with a progress bar, checkpoints, Ctrl-C and `resume`."""
+
+import os
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ._checkpoint import checkpoint_name, empty_trace, load_checkpoint, save_checkpoint
+from ._checks import check_data
+from ._custom_types import Array, Float, PRNGKeyArray
+from ._gibbs import GibbsInfo
+from ._model import ARHMM
+from ._run import _scan_chain
+
+
+class FitResult(NamedTuple):
+    """What `fit` and `resume` return.
+
+    - `model`: the model after `iteration` sweeps (the last good one if the run stopped early).
+    - `infos`: the stacked `GibbsInfo` of sweeps `first_iter .. iteration - 1`.
+    - `iteration`: the number of sweeps the chain has done; resume from here.
+    - `stopped_reason`: `"completed"`, `"interrupted"` (Ctrl-C) or `"nonfinite"` (a sweep
+      produced non-finite values; `model` is the one before it).
+    - `first_iter`: index of the first sweep in `infos`.
+    - `checkpoint`: the `.json` of the last checkpoint written, or `None`.
+    """
+
+    model: ARHMM
+    infos: GibbsInfo
+    iteration: int
+    stopped_reason: str
+    first_iter: int = 0
+    checkpoint: Path | None = None
+
+
+_NONFINITE_MSG = (
+    "Gibbs sweep {sweep} produced non-finite values; stopped and kept the model after sweep {good}. "
+    "Standardise the data (e.g. `standardize`), check it for extreme values, or use float64."
+)
+
+
+# The trace is kept in NumPy: concatenating JAX arrays of a new length each chunk would compile each time.
+def _concat(a: GibbsInfo, b: GibbsInfo) -> GibbsInfo:
+    return jtu.tree_map(lambda u, v: np.concatenate([np.asarray(u), np.asarray(v)]), a, b)
+
+
+def _take(infos: GibbsInfo, n: int) -> GibbsInfo:
+    return jtu.tree_map(lambda u: np.asarray(u)[:n], infos)
+
+
+
+
+def _check_count(name: str, value, minimum: int, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+
+
+def _chunk_length(chunk_size: int | None, save_every: int | None, num_iters: int) -> int:
+    """Sweeps per compiled call: `chunk_size` (default 10), lowered to a divisor of `save_every`
+    so that chunks end on every checkpoint iteration without a third compiled length."""
+    chunk = min(chunk_size or 10, num_iters)
+    if save_every is not None:
+        chunk = max(d for d in range(1, min(chunk, save_every) + 1) if save_every % d == 0)
+    return chunk
+
+
+def fit(
+    model: ARHMM,
+    x: Float[Array, "N T D"],
+    mask,
+    *,
+    key: PRNGKeyArray,
+    num_iters: int,
+    start_iter: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    progress: bool = True,
+    chunk_size: int | None = None,
+    states_only: bool = False,
+    sequence_chunk: int | None = None,
+    parallel: bool = False,
+    metadata: dict | None = None,
+) -> FitResult:
+    """Run `num_iters` Gibbs sweeps for long fits: the same chain as `run_chain(key, model, x,
+    mask, num_iters, start_iter=start_iter)`, bit for bit, run in chunks of compiled sweeps.
+
+    Between chunks it updates a progress bar (live `log_joint_x` and states used), saves
+    checkpoints, and checks `GibbsInfo.ok`: after a sweep with non-finite values it stops with
+    a `RuntimeWarning` and returns (and checkpoints) the model of the last good sweep. Ctrl-C
+    (`KeyboardInterrupt`) stops it cleanly: the last completed chunk is returned and checkpointed.
+
+    **Arguments:**
+
+    - `model`, `x` `(N, T, D)`, `mask` `(N, T)`, `key`: as in `run_chain`.
+    - `num_iters`: sweeps to run in this call; `start_iter`: index of the first one.
+    - `checkpoint_dir`: where to write checkpoints (`save_checkpoint`): at the start (unless
+      one exists), after every sweep whose count is a multiple of `save_every`, and at the end
+      (also after Ctrl-C or a non-finite sweep). `None`: no checkpoints.
+    - `progress`: show a `tqdm` progress bar on stderr.
+    - `chunk_size`: sweeps per compiled call (default 10; lowered to a divisor of `save_every`).
+    - `states_only`, `sequence_chunk`, `parallel`: as in `gibbs_step`.
+    - `metadata`: JSON-serialisable dict stored in every checkpoint.
+
+    **Returns:** a `FitResult`.
+    """
+    return _fit(model, x, mask, key=key, num_iters=num_iters, start_iter=start_iter, checkpoint_dir=checkpoint_dir,
+                save_every=save_every, progress=progress, chunk_size=chunk_size, states_only=states_only,
+                sequence_chunk=sequence_chunk, parallel=parallel, metadata=metadata, history=None)
+
+
+def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_every, progress, chunk_size,
+         states_only, sequence_chunk, parallel, metadata, history) -> FitResult:
+    from tqdm import tqdm
+
+    _check_count("num_iters", num_iters, 1, allow_none=False)
+    _check_count("start_iter", start_iter, 0, allow_none=False)
+    _check_count("save_every", save_every, 1)
+    _check_count("chunk_size", chunk_size, 1)
+    if save_every is not None and checkpoint_dir is None:
+        raise ValueError("`save_every` needs `checkpoint_dir`: pass the directory to write checkpoints into.")
+    if model.params.Ab.ndim != 3:
+        raise ValueError("`fit` runs one chain; for a batch of models use `run_chains`.")
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # once, not per chunk
+    dtype = model.params.Ab.dtype
+    x, mask = x.astype(dtype), mask.astype(dtype)
+    chunk = _chunk_length(chunk_size, save_every, num_iters)
+    first = start_iter - (0 if history is None else int(history.ok.shape[0]))
+    trace = empty_trace(dtype) if history is None else _take(history, int(history.ok.shape[0]))
+    iteration, stop, reason, last_ckpt = start_iter, start_iter + num_iters, "completed", None
+
+    def save(m, it, tr):
+        nonlocal last_ckpt
+        if checkpoint_dir is not None:
+            last_ckpt = save_checkpoint(checkpoint_dir, m, iteration=it, key=key, infos=tr, metadata=metadata)
+
+    bar = tqdm(total=stop, initial=start_iter, disable=not progress, unit="sweep", dynamic_ncols=True)
+    try:
+        if checkpoint_dir is not None and not (Path(checkpoint_dir) / f"{checkpoint_name(start_iter)}.json").exists():
+            save(model, start_iter, trace)
+        while iteration < stop:
+            n = min(chunk, stop - iteration)
+            if save_every is not None:
+                n = min(n, save_every - iteration % save_every)
+            start = jnp.asarray(iteration, jnp.int32)
+            new, infos = _scan_chain(key, model, x, mask, start, n, states_only, sequence_chunk, parallel)
+            ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
+            if not ok.all():
+                bad = int(np.argmin(ok))
+                if bad == 0:
+                    new = model
+                else:  # rerun the good sweeps of the chunk: the chain is deterministic given the key
+                    new, _ = _scan_chain(key, model, x, mask, start, bad, states_only, sequence_chunk, parallel)
+                model, trace, iteration = new, _concat(trace, _take(infos, bad)), iteration + bad
+                reason = "nonfinite"
+                warnings.warn(_NONFINITE_MSG.format(sweep=iteration + 1, good=iteration), RuntimeWarning,
+                              stacklevel=3)  # the caller of `fit` / `resume`
+                break
+            model, trace, iteration = new, _concat(trace, infos), iteration + n
+            bar.set_postfix(log_joint_x=f"{float(infos.log_joint_x[-1]):.6g}",
+                            states=int(infos.num_states_used[-1]), refresh=False)
+            bar.update(n)
+            if save_every is not None and iteration % save_every == 0 and iteration < stop:
+                save(model, iteration, trace)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        bar.close()
+    save(model, iteration, trace)
+    return FitResult(model, jtu.tree_map(jnp.asarray, trace), iteration, reason, first, last_ckpt)
+
+
+def resume(
+    path: str | os.PathLike,
+    x: Float[Array, "N T D"],
+    mask,
+    *,
+    num_iters: int,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    progress: bool = True,
+    chunk_size: int | None = None,
+    states_only: bool = False,
+    sequence_chunk: int | None = None,
+    parallel: bool = False,
+    metadata: dict | None = None,
+) -> FitResult:
+    """Continue a chain from a checkpoint: `num_iters` more sweeps with the saved key, from the
+    saved iteration, so that fit-then-resume is the uninterrupted chain bit for bit.
+
+    **Arguments:**
+
+    - `path`: a checkpoint directory (its newest valid checkpoint is used) or a checkpoint file.
+    - `x`, `mask`: the data the chain was fitted on.
+    - `num_iters`: sweeps to run now.
+    - `checkpoint_dir`: where to write new checkpoints; default the checkpoint's own directory.
+    - The other arguments as in `fit`; `metadata` defaults to the checkpoint's.
+
+    **Returns:** a `FitResult` whose `infos` start with the trace saved in the checkpoint.
+    """
+    model, meta = load_checkpoint(path)
+    x_shape = tuple(np.shape(x))
+    want = (meta["num_sequences"], meta["num_frames_z"] + meta["nlags"], meta["latent_dim"])
+    if x_shape != want:
+        raise ValueError(
+            f"the checkpoint {meta['path']!r} was fitted on `x` of shape (N, T, D) = {want}; got {x_shape}. "
+            "Resume with the same data, prepared the same way."
+        )
+    if checkpoint_dir is None:
+        checkpoint_dir = Path(meta["path"]).parent
+    return _fit(model, x, mask, key=meta["key"], num_iters=num_iters, start_iter=meta["iteration"],
+                checkpoint_dir=checkpoint_dir, save_every=save_every, progress=progress, chunk_size=chunk_size,
+                states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel,
+                metadata=meta["user"] if metadata is None else metadata, history=meta["infos"])
