@@ -136,3 +136,17 @@ def test_bad_arguments(data, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ae.CheckpointError, match="no valid checkpoint in"):
         ae.resume(tmp_path / "empty", x, mask, num_iters=1)
+
+
+def test_refuses_a_folder_with_another_chains_checkpoints(data, tmp_path):
+    model, x, mask = data
+    ae.fit(model, x, mask, key=KEY, num_iters=2, chunk_size=2, checkpoint_dir=tmp_path, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="another chain"):
+        ae.fit(model, x, mask, key=jr.key(99), num_iters=2, chunk_size=2, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="past iteration 0"):  # the same chain again from the start
+        ae.fit(model, x, mask, key=KEY, num_iters=2, chunk_size=2, checkpoint_dir=tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing was touched
+    # continuing the same chain from its newest checkpoint is allowed
+    resumed = ae.resume(tmp_path, x, mask, num_iters=2, chunk_size=2, progress=False)
+    assert resumed.iteration == 4

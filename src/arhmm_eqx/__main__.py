@@ -8,6 +8,7 @@ reference dict layout), the result tables of `save_results` and the figures (`*.
 import argparse
 import contextlib
 import hashlib
+import io
 import json
 import sys
 import time
@@ -107,7 +108,7 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     import jax.random as jr
     import numpy as np
 
-    from ._checkpoint import list_checkpoints
+    from ._checkpoint import _atomic_write, list_checkpoints
     from ._fit import fit
     from ._hyperparams import Hyperparams
     from ._model import ARHMM
@@ -119,7 +120,9 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     dataset, standardizer = _load_data(data, options)
     out.mkdir(parents=True, exist_ok=True)
     if standardizer is not None:
-        np.savez(out / "standardizer.npz", **standardizer)
+        buffer = io.BytesIO()
+        np.savez(buffer, **standardizer)
+        _atomic_write(out / "standardizer.npz", buffer.getvalue())
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
     _write_run(out, run)
     o = options
@@ -287,8 +290,13 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
     out = Path(out)
     if num_frames < 60:
         raise ValueError(f"--frames must be at least 60; got {num_frames}.")
-    if (out / "run.json").exists() and not _read_run(out).get("demo"):
+    from ._checkpoint import list_checkpoints
+
+    is_demo = (out / "run.json").exists() and _read_run(out).get("demo")
+    if (out / "run.json").exists() and not is_demo:
         raise ValueError(f"{str(out)!r} holds a fit that is not a demo; choose another --out.")
+    if not is_demo and list_checkpoints(out / "checkpoints"):
+        raise ValueError(f"{str(out / 'checkpoints')!r} holds checkpoints that no demo wrote; choose another --out.")
     recordings, truth = simulate_recordings(seed=seed, num_recordings=num_recordings, num_frames=num_frames)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo_recordings.npz"
@@ -318,7 +326,8 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
 
 
 def _clear_demo(out: Path) -> None:
-    """Remove the run file and checkpoints of an earlier demo in `out`, so that a new demo starts afresh."""
+    """Remove the run file and checkpoints of an earlier demo in `out`, so that a new demo starts afresh
+    (`demo_job` has checked that `out` holds nothing but a demo)."""
     from ._checkpoint import list_checkpoints
 
     for path in list_checkpoints(out / "checkpoints"):

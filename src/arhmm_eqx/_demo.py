@@ -99,7 +99,9 @@ def simulate_recordings(
     state of every frame (-1 for the first `nlags` frames, which have none).
     """
     K, D, L = DEMO_SIZES["num_true"], DEMO_SIZES["latent_dim"], DEMO_SIZES["nlags"]
-    key_true, key_sim = jr.split(jr.key(seed))
+    # Keys of the simulation are folded from the seed, so that they never equal the keys the
+    # fit splits from the same seed.
+    key_true, key_sim = jr.split(jr.fold_in(jr.key(seed), 1_000_003))
     truth = true_model(key_true, K, D, L, mean_duration=40.0)
     z, x = truth.simulate(num_recordings, num_frames, key=key_sim)
     z, x = np.asarray(z), np.asarray(x, np.float64)

@@ -9,7 +9,15 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._checkpoint import checkpoint_name, empty_trace, load_checkpoint, save_checkpoint
+from ._checkpoint import (
+    CheckpointError,
+    _key_meta as key_meta,
+    checkpoint_name,
+    empty_trace,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
 from ._checks import check_data
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo
@@ -68,6 +76,30 @@ def _chunk_length(chunk_size: int | None, save_every: int | None, num_iters: int
     if save_every is not None:
         chunk = max(d for d in range(1, min(chunk, save_every) + 1) if save_every % d == 0)
     return chunk
+
+
+def _check_checkpoint_dir(directory: Path, key, start_iter: int) -> None:
+    """Refuse a folder that holds another chain's checkpoints, or this chain's past `start_iter`:
+    writing there would mix two chains or overwrite snapshots."""
+    if not directory.is_dir():
+        return
+    found = {}
+    for meta_path in directory.glob("ckpt_*.json"):
+        try:
+            meta = read_checkpoint_metadata(meta_path)
+            found[int(meta["iteration"])] = meta["key"]["data"]
+        except (CheckpointError, OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged snapshot may be rewritten; `latest_checkpoint` reports those
+    if not found:
+        return
+    later = sorted(i for i in found if i > start_iter)
+    own = start_iter in found and found[start_iter] == key_meta(key)["data"]
+    if later or not own:
+        raise ValueError(
+            f"`checkpoint_dir` {str(directory)!r} already holds checkpoints of "
+            + (f"this chain past iteration {start_iter} (up to {later[-1]})" if own else "another chain")
+            + "; continue that chain with `resume`, or give a new folder."
+        )
 
 
 def fit(
@@ -140,6 +172,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
         if checkpoint_dir is not None:
             last_ckpt = save_checkpoint(checkpoint_dir, m, iteration=it, key=key, infos=tr, metadata=metadata)
 
+    if checkpoint_dir is not None:
+        _check_checkpoint_dir(Path(checkpoint_dir), key, start_iter)
     bar = tqdm(total=stop, initial=start_iter, disable=not progress, unit="sweep", dynamic_ncols=True)
     try:
         if checkpoint_dir is not None and not (Path(checkpoint_dir) / f"{checkpoint_name(start_iter)}.json").exists():
@@ -200,7 +234,9 @@ def resume(
     - `x`, `mask`: the data the chain was fitted on.
     - `num_iters`: sweeps to run now.
     - `checkpoint_dir`: where to write new checkpoints; default the checkpoint's own directory.
-    - The other arguments as in `fit`; `metadata` defaults to the checkpoint's.
+    - The other arguments as in `fit`; `metadata` defaults to the checkpoint's. For the exact
+      continuation pass the `states_only`, `sequence_chunk` and `parallel` of the original fit
+      (they are not stored in the checkpoint; the last two change floats only by rounding).
 
     **Returns:** a `FitResult` whose `infos` start with the trace saved in the checkpoint.
     """
