@@ -1,16 +1,6 @@
 """Shared fixtures: a fixed-seed `key` for statistical tests and a random-seed `getkey` for shape tests."""
 
-import os
 import random
-
-
-# XLA's CPU runtime can wedge (0 % CPU, never returns) while materialising the result of a
-# large vmapped program when Eigen runs multi-threaded; the AR-block Geweke set-up hit it
-# in 3 of about 8 full runs. Single-threaded Eigen avoids it. This must be set before JAX
-# starts its CPU backend; a user's own XLA_FLAGS are kept.
-_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
-if _EIGEN_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _EIGEN_FLAG).strip()
 
 import jax
 import jax.random as jr

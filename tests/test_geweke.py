@@ -13,6 +13,9 @@ monkeypatching; none of them uses a patched attribute anyway.
 """
 
 import functools
+import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -363,7 +366,10 @@ def _ar_setup():
 
     def functions(s):
         out = ar_functions(s["Ab"], s["Q"], hp.S_0, hp.M_0, hp.K_0[0, 0], states=(0, 2))
-        out["logdetQ[1]"] = jnp.linalg.slogdet(s["Q"][1])[1]
+        # From the Cholesky factor, not `slogdet`: the full suite stalled (0 % CPU, a result
+        # that never became ready) in this set-up 4 times out of about 10 runs, and the
+        # batched LU of `slogdet` is the one kernel no other set-up uses.
+        out["logdetQ[1]"] = 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(s["Q"][1]))))
         out.update(data_functions(s["x"], mask, L))
         out["loglik_x"] = log_joint_likelihood(s["x"], mask, z, jnp.full((K, K), 1.0 / K, f64), s["Ab"], s["Q"])["x"]
         return out
@@ -385,6 +391,33 @@ def _ar_step(setup):
     return step
 
 
+# The full suite has, several times, stalled inside XLA's CPU runtime in the AR set-up below
+# (0 % CPU, a result that never becomes ready; never in a fresh process). Under CI the two
+# AR tests therefore run in a fresh subprocess, retried once if it stalls, so that a stall
+# costs minutes instead of the whole run.
+_IN_SUBPROCESS = os.environ.get("ARHMM_GEWEKE_SUBPROCESS") == "1"
+_DEFER_TO_SUBPROCESS = pytest.mark.skipif(
+    os.environ.get("CI") == "true" and not _IN_SUBPROCESS, reason="run by test_geweke_ar_block_in_subprocess"
+)
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true" or _IN_SUBPROCESS, reason="only under CI")
+def test_geweke_ar_block_in_subprocess():
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_geweke_ar_params",
+               f"{__file__}::test_geweke_ar_params_rejects"]
+    env = dict(os.environ, ARHMM_GEWEKE_SUBPROCESS="1")
+    for attempt in range(2):
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
+        except subprocess.TimeoutExpired:
+            continue  # the stall; a fresh process has not shown it
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert "4 passed" in done.stdout, done.stdout[-2000:]
+        return
+    pytest.fail("the AR-block Geweke tests stalled in two fresh processes")
+
+
+@_DEFER_TO_SUBPROCESS
 def test_geweke_ar_params():
     setup = _setup("ar")
     zmax, table = _run(setup, _ar_step(setup), num_sc=NUM_SC, seed=31, title="AR parameters")
@@ -412,6 +445,7 @@ AR_MUTATIONS = {
 }
 
 
+@_DEFER_TO_SUBPROCESS
 @pytest.mark.parametrize("mutation", list(AR_MUTATIONS))
 def test_geweke_ar_params_rejects(mutation, monkeypatch):
     setup = _setup("ar")
