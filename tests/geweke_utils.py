@@ -186,6 +186,9 @@ def to_numpy(tree: dict) -> dict:
     return {k: np.asarray(v) for k, v in tree.items()}
 
 
+_MC_BATCH = 256
+
+
 def marginal_conditional(key, prior_draw, functions, num_mc: int):
     """Geweke's marginal-conditional simulator: `num_mc` independent `prior_draw(key) -> state`
     (a pytree), through `functions(state) -> {name: scalar}`. Returns the values as numpy
@@ -193,8 +196,16 @@ def marginal_conditional(key, prior_draw, functions, num_mc: int):
 
     @jax.jit
     def run(k):
-        states = jax.vmap(prior_draw)(jr.split(k, num_mc))
-        return jax.vmap(functions)(states), jax.tree.map(lambda a: a[0], states)
+        # `lax.map` in batches, not one vmap over all draws: jaxlib 0.10's CPU LAPACK kernels
+        # split a large enough batch (batch x cost >= 2e5 flops) over the intra-op thread pool
+        # and block until it is done, so two such calls running at once on a 2-thread pool
+        # wait for each other forever. Batches of 256 small matrices stay under that size.
+        def one(key):
+            state = prior_draw(key)
+            return functions(state), state
+
+        values, states = jax.lax.map(one, jr.split(k, num_mc), batch_size=_MC_BATCH)
+        return values, jax.tree.map(lambda a: a[0], states)
 
     values, first = run(key)
     return to_numpy(values), first

@@ -366,9 +366,6 @@ def _ar_setup():
 
     def functions(s):
         out = ar_functions(s["Ab"], s["Q"], hp.S_0, hp.M_0, hp.K_0[0, 0], states=(0, 2))
-        # From the Cholesky factor, not `slogdet`: the full suite stalled (0 % CPU, a result
-        # that never became ready) in this set-up 4 times out of about 10 runs, and the
-        # batched LU of `slogdet` is the one kernel no other set-up uses.
         out["logdetQ[1]"] = 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(s["Q"][1]))))
         out.update(data_functions(s["x"], mask, L))
         out["loglik_x"] = log_joint_likelihood(s["x"], mask, z, jnp.full((K, K), 1.0 / K, f64), s["Ab"], s["Q"])["x"]
@@ -391,10 +388,10 @@ def _ar_step(setup):
     return step
 
 
-# The full suite has, several times, stalled inside XLA's CPU runtime in the AR set-up below
-# (0 % CPU, a result that never becomes ready; never in a fresh process). Under CI the two
-# AR tests therefore run in a fresh subprocess, retried once if it stalls, so that a stall
-# costs minutes instead of the whole run.
+# The AR set-up below used to stall (0 % CPU): two large batched LAPACK calls of jaxlib 0.10,
+# each waiting for its share of a 2-thread pool held by the other (see `geweke_utils`,
+# which now draws in small batches). As a safety net, under CI the two AR tests run in a
+# fresh subprocess, retried once if it stalls, so that a stall costs minutes, not the run.
 _IN_SUBPROCESS = os.environ.get("ARHMM_GEWEKE_SUBPROCESS") == "1"
 _DEFER_TO_SUBPROCESS = pytest.mark.skipif(
     os.environ.get("CI") == "true" and not _IN_SUBPROCESS, reason="run by test_geweke_ar_block_in_subprocess"
