@@ -9,6 +9,7 @@ from arhmm_eqx import release_memory_after_compile
 
 
 def test_listener_trims_after_each_compilation(monkeypatch):
+    before = cm._enabled[0]
     calls = []
     monkeypatch.setattr(cm, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
     a = jnp.arange(7.0)
@@ -19,7 +20,7 @@ def test_listener_trims_after_each_compilation(monkeypatch):
     release_memory_after_compile(False)
     jax.jit(lambda a: a * 5.0 - 2.0).lower(a).compile()
     assert len(calls) == seen
-    release_memory_after_compile(True)
+    release_memory_after_compile(before)  # leave the process as it was (off by default)
 
 
 @pytest.mark.skipif(cm._MALLOC_TRIM is None, reason="needs glibc")
