@@ -1,6 +1,15 @@
 """Shared fixtures: a fixed-seed `key` for statistical tests and a random-seed `getkey` for shape tests."""
 
+import os
 import random
+
+
+# jaxlib 0.10 splits large batched LAPACK calls over its own thread pool, and each piece calls
+# scipy's OpenBLAS, which may start threads of its own; this nesting has been reported to
+# corrupt the heap. Two full runs of this suite crashed (segmentation fault) inside a later,
+# unrelated XLA compilation, while the same tests pass alone. One OpenBLAS thread per call
+# removes the nesting; it must be set before OpenBLAS is loaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 import jax.random as jr
