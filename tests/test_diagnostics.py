@@ -135,6 +135,8 @@ def test_segmentation_agreement_matrix():
     assert vi[0, 1] == pytest.approx(0.0, abs=1e-12) and vi[0, 2] > 0.5
     with pytest.raises(ValueError, match="metric"):
         ae.segmentation_agreement(z, metric="nmi")
+    with pytest.raises(ValueError, match=r"shape \(C, N, Tz\)"):
+        ae.segmentation_agreement(z[:, 0])
 
 
 @pytest.fixture(scope="module")

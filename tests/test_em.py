@@ -233,3 +233,6 @@ def test_bad_arguments_are_reported():
         ae.fit_em(model, x, mask, tol=-1.0)
     with pytest.raises(ValueError, match="`x` must have shape"):
         ae.fit_em(model, x[0], mask)
+    # numpy scalars are numbers too
+    _, info = ae.fit_em(model, x, mask, max_iters=2, tol=np.float32(1e-3))
+    assert info.log_posterior.shape == (3,)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import arhmm_eqx as ae
+import arhmm_eqx._fit as _fit_module
 from arhmm_eqx import _fit
 
 
@@ -60,6 +61,21 @@ def test_chunks_equal_run_chain(data, reference, tmp_path, capsys):
     # positive control: a resumed chain started at the wrong sweep index differs
     wrong = ae.fit(mid, x, mask, key=KEY, num_iters=2, progress=False)
     assert not np.array_equal(np.asarray(wrong.model.params.Ab), np.asarray(reference[0].params.Ab))
+
+
+def test_resume_reuses_the_saved_sweep_options(data, tmp_path):
+    model, x, mask = data
+    reference = ae.run_chain(KEY, model, x, mask, 4, states_only=True, sequence_chunk=1)
+    ae.fit(model, x, mask, key=KEY, num_iters=2, checkpoint_dir=tmp_path, progress=False, states_only=True,
+           sequence_chunk=1)
+    meta = ae._checkpoint.read_checkpoint_metadata(tmp_path / "ckpt_000002.json")
+    assert meta["sweep_options"] == {"states_only": True, "sequence_chunk": 1, "parallel": False}
+    resumed = ae.resume(tmp_path, x, mask, num_iters=2, progress=False)
+    _assert_same(resumed.model, reference[0])
+    # positive control: overriding the saved option gives another chain
+    other = ae.resume(tmp_path / "ckpt_000002.json", x, mask, num_iters=2, progress=False, states_only=False,
+                      checkpoint_dir=tmp_path / "other")
+    assert not np.array_equal(np.asarray(other.model.params.Ab), np.asarray(reference[0].params.Ab))
 
 
 def test_interrupt_returns_last_chunk_and_checkpoints(data, reference, tmp_path, monkeypatch):
@@ -124,6 +140,12 @@ def test_bad_arguments(data, tmp_path):
     model, x, mask = data
     with pytest.raises(ValueError, match="`num_iters` must be an integer >= 1; got 0"):
         ae.fit(model, x, mask, key=KEY, num_iters=0)
+    # (the suite's runtime type checker rejects it at `fit`'s signature first; the check
+    # inside is what users without one see)
+    with pytest.raises(TypeError, match="`model` must be an `ARHMM`"):
+        _fit_module._fit(model.params, x, mask, key=KEY, num_iters=2, start_iter=0, checkpoint_dir=None,
+                         save_every=None, progress=False, chunk_size=None, states_only=False,
+                         sequence_chunk=None, parallel=False, metadata=None, history=None)
     with pytest.raises(ValueError, match="`save_every` needs `checkpoint_dir`"):
         ae.fit(model, x, mask, key=KEY, num_iters=2, save_every=1)
     with pytest.raises(ValueError, match="`x` has latent_dim D = 3"):

@@ -98,6 +98,8 @@ def test_usages_durations_transitions_kappa():
         ae.plot_kappa_scan(kappas, np.ones(4))
     with pytest.raises(ValueError, match="square"):
         ae.plot_transition_matrix(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="no recordings"):
+        ae.plot_state_raster({})
 
 
 def test_save_figures(tmp_path):

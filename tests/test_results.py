@@ -73,6 +73,8 @@ def test_unvisited_rows_and_bad_states():
         ae.state_usages(np.array([[0, 2]]), None, 2)
     with pytest.raises(ValueError, match="not below `num_states` = 2"):
         ae.transition_matrix(np.array([[0, 2]]), None, 2)
+    with pytest.raises(ValueError, match="negative states on frames that `valid` counts"):
+        ae.state_usages(np.array([[0, -1]]), np.array([[True, True]]), 2)
 
 
 def _model_and_data(seed, N=3, T=40):

@@ -98,7 +98,7 @@ def _key_from_meta(meta: dict):
 
 def save_checkpoint(
     path: str | os.PathLike, model: ARHMM, *, iteration: int, key, infos: GibbsInfo | None = None,
-    metadata: dict | None = None,
+    metadata: dict | None = None, sweep_options: dict | None = None,
 ) -> Path:
     """Save `model` after `iteration` sweeps of the chain driven by `key` (atomic; see the module docstring).
 
@@ -111,6 +111,8 @@ def save_checkpoint(
     - `key`: the chain's key (as passed to `run_chain`).
     - `infos`: optional stacked `GibbsInfo` of earlier sweeps, kept as the chain's trace.
     - `metadata`: optional JSON-serialisable dict, stored under `"user"`.
+    - `sweep_options`: the sweep's `states_only`, `sequence_chunk` and `parallel`, stored
+      under `"sweep_options"` for `resume` (`fit` passes them).
 
     **Returns:** the path of the `.json` file.
     """
@@ -147,6 +149,7 @@ def save_checkpoint(
         "leaves": _leaf_specs((model, infos)),
         "sha256": hashlib.sha256(data).hexdigest(),
         "user": metadata or {},
+        "sweep_options": sweep_options or {},
     }
     text = json.dumps(meta, indent=1)  # fails before anything is written if `metadata` is not JSON
     stem.parent.mkdir(parents=True, exist_ok=True)

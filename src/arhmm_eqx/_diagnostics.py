@@ -152,6 +152,9 @@ def segmentation_agreement(z, valid=None, *, metric: str = "ari") -> np.ndarray:
     if fn is None:
         raise ValueError(f"`metric` must be 'ari' or 'vi'; got {metric!r}.")
     z = np.asarray(z)
+    if z.ndim != 3:
+        raise ValueError(f"`z` must hold one segmentation per chain, shape (C, N, Tz); got shape {z.shape}. "
+                         "For one sequence per chain use `z[:, None]`.")
     C = z.shape[0]
     out = np.zeros((C, C))
     for i in range(C):

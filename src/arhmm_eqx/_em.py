@@ -34,6 +34,8 @@ arrays (log-likelihoods, filtered and backward messages, marginals), about 80 Mi
 `N = 10, T = 10^4, K = 50` in float32.
 """
 
+import numbers
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -257,7 +259,7 @@ def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
 
 
 def fit_em(
-    model: ARHMM, x, mask, *, max_iters: int = 100, tol: float = 1e-5
+    model: ARHMM, x, mask, *, max_iters: int = 100, tol: float | np.floating = 1e-5
 ) -> tuple[ARHMM, EMInfo]:
     """Maximum-a-posteriori fit of `Ab`, `Q` and `pi` by EM, starting from `model`'s parameters.
 
@@ -283,8 +285,8 @@ def fit_em(
     hp = model.hyperparams
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"`max_iters` must be an integer >= 1; got {max_iters!r}.")
-    if not isinstance(tol, (int, float)) or not tol >= 0:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"`tol` must be a number >= 0 (an improvement per valid frame); got {tol!r}.")
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
-    return _fit_em(model, x.astype(dtype), mask.astype(dtype), jnp.asarray(tol), max_iters)
+    return _fit_em(model, x.astype(dtype), mask.astype(dtype), jnp.asarray(float(tol)), max_iters)

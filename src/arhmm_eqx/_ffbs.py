@@ -193,18 +193,30 @@ def sample_stateseqs(
 
     if sequence_chunk is None or sequence_chunk >= N:
         return sample(uniforms, x, mask)
+    (z, ll_x, log_marg), unchunk = _map_sequence_chunks(sample, sequence_chunk, uniforms, x, mask)
+    return unchunk(z), jnp.sum(ll_x), jnp.sum(log_marg)
+
+
+def _map_sequence_chunks(fn, sequence_chunk: int, *arrays):
+    """`lax.map` of `fn` over chunks of `sequence_chunk` sequences (axis 0 of every array).
+
+    The last chunk is padded with zeros, i.e. fully masked sequences whose results are
+    dropped. **Returns:** `fn`'s outputs stacked over chunks, and `unchunk`, which turns a
+    stacked per-sequence output `(num_chunks, C, ...)` back into `(N, ...)`.
+    """
+    N = arrays[0].shape[0]
     C = int(sequence_chunk)
     if C < 1:
         raise ValueError(f"`sequence_chunk` must be a positive number of sequences or None; got {sequence_chunk}.")
     num_chunks = -(-N // C)
-    pad = num_chunks * C - N  # padding sequences are fully masked; their samples are dropped
+    pad = num_chunks * C - N
 
     def chunks(a):
         a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
         return a.reshape((num_chunks, C) + a.shape[1:])
 
-    z, ll_x, log_marg = lax.map(lambda args: sample(*args), (chunks(uniforms), chunks(x), chunks(mask)))
-    return z.reshape(num_chunks * C, -1)[:N], jnp.sum(ll_x), jnp.sum(log_marg)
+    out = lax.map(lambda args: fn(*args), tuple(chunks(a) for a in arrays))
+    return out, lambda a: a.reshape((num_chunks * C,) + a.shape[2:])[:N]
 
 
 def _block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
@@ -263,21 +275,11 @@ def smoothed_marginals(
     Beyond the `(N, Tz, K)` result, only the filtered messages are held (the backward pass
     recomputes each block's likelihoods); with `sequence_chunk`, only a chunk's messages.
     """
-    N = x.shape[0]
-    if sequence_chunk is None or sequence_chunk >= N:
+    if sequence_chunk is None or sequence_chunk >= x.shape[0]:
         return _smooth_given_filter(x, mask, Ab, Q, pi, block)
-    C = int(sequence_chunk)
-    if C < 1:
-        raise ValueError(f"`sequence_chunk` must be a positive number of sequences or None; got {sequence_chunk}.")
-    num_chunks = -(-N // C)
-    pad = num_chunks * C - N
-
-    def chunks(a):
-        a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
-        return a.reshape((num_chunks, C) + a.shape[1:])
-
-    post = lax.map(lambda args: _smooth_given_filter(*args, Ab, Q, pi, block), (chunks(x), chunks(mask)))
-    return post.reshape((num_chunks * C,) + post.shape[2:])[:N]
+    smooth = lambda x_c, m_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi, block)
+    post, unchunk = _map_sequence_chunks(smooth, sequence_chunk, x, mask)
+    return unchunk(post)
 
 
 def marginal_log_likelihood(x, mask, Ab, Q, pi, *, block: int = DEFAULT_BLOCK) -> Float[Array, ""]:

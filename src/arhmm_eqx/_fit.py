@@ -156,6 +156,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     _check_count("chunk_size", chunk_size, 1)
     if save_every is not None and checkpoint_dir is None:
         raise ValueError("`save_every` needs `checkpoint_dir`: pass the directory to write checkpoints into.")
+    if not isinstance(model, ARHMM):
+        raise TypeError(f"`model` must be an `ARHMM` (e.g. from `ARHMM.from_prior`); got {type(model).__name__}.")
     if model.params.Ab.ndim != 3:
         raise ValueError("`fit` runs one chain; for a batch of models use `run_chains`.")
     hp = model.hyperparams
@@ -167,10 +169,13 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     trace = empty_trace(dtype) if history is None else _take(history, int(history.ok.shape[0]))
     iteration, stop, reason, last_ckpt = start_iter, start_iter + num_iters, "completed", None
 
+    options = {"states_only": bool(states_only), "sequence_chunk": sequence_chunk, "parallel": bool(parallel)}
+
     def save(m, it, tr):
         nonlocal last_ckpt
         if checkpoint_dir is not None:
-            last_ckpt = save_checkpoint(checkpoint_dir, m, iteration=it, key=key, infos=tr, metadata=metadata)
+            last_ckpt = save_checkpoint(checkpoint_dir, m, iteration=it, key=key, infos=tr, metadata=metadata,
+                                        sweep_options=options)
 
     if checkpoint_dir is not None:
         _check_checkpoint_dir(Path(checkpoint_dir), key, start_iter)
@@ -220,9 +225,9 @@ def resume(
     save_every: int | None = None,
     progress: bool = True,
     chunk_size: int | None = None,
-    states_only: bool = False,
-    sequence_chunk: int | None = None,
-    parallel: bool = False,
+    states_only: bool | None = None,
+    sequence_chunk: int | None | str = "saved",
+    parallel: bool | None = None,
     metadata: dict | None = None,
 ) -> FitResult:
     """Continue a chain from a checkpoint: `num_iters` more sweeps with the saved key, from the
@@ -234,9 +239,10 @@ def resume(
     - `x`, `mask`: the data the chain was fitted on.
     - `num_iters`: sweeps to run now.
     - `checkpoint_dir`: where to write new checkpoints; default the checkpoint's own directory.
-    - The other arguments as in `fit`; `metadata` defaults to the checkpoint's. For the exact
-      continuation pass the `states_only`, `sequence_chunk` and `parallel` of the original fit
-      (they are not stored in the checkpoint; the last two change floats only by rounding).
+    - The other arguments as in `fit`. `metadata`, `states_only`, `sequence_chunk` and
+      `parallel` default to the checkpoint's (what `fit` ran with; `sequence_chunk="saved"`,
+      since `None` means no chunks), which continues the chain exactly; pass them to change
+      them (the last two change floats only by rounding).
 
     **Returns:** a `FitResult` whose `infos` start with the trace saved in the checkpoint.
     """
@@ -250,6 +256,10 @@ def resume(
         )
     if checkpoint_dir is None:
         checkpoint_dir = Path(meta["path"]).parent
+    saved = {"states_only": False, "sequence_chunk": None, "parallel": False} | meta.get("sweep_options", {})
+    states_only = saved["states_only"] if states_only is None else states_only
+    sequence_chunk = saved["sequence_chunk"] if sequence_chunk == "saved" else sequence_chunk
+    parallel = saved["parallel"] if parallel is None else parallel
     return _fit(model, x, mask, key=meta["key"], num_iters=num_iters, start_iter=meta["iteration"],
                 checkpoint_dir=checkpoint_dir, save_every=save_every, progress=progress, chunk_size=chunk_size,
                 states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel,

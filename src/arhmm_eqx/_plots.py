@@ -81,6 +81,8 @@ def plot_state_raster(
         if arr.ndim != 2:
             raise ValueError(f"`states` must be a dict of 1-D arrays or an (N, Tz) array; got shape {arr.shape}.")
         names, seqs = [str(i) for i in range(arr.shape[0])], list(arr)
+    if not seqs:
+        raise ValueError("`states` holds no recordings; pass at least one state sequence.")
     longest = max(s.shape[0] for s in seqs)
     width = longest if max_frames is None else min(longest, max_frames)
     raster = np.full((len(seqs), width), -1)

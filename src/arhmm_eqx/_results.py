@@ -38,6 +38,9 @@ def state_usages(z: ArrayLike, valid: ArrayLike | None, num_states: int) -> np.n
     (e.g. `mask[:, nlags:] > 0`); `None` means `z >= 0` (for the -1-filled output of `Dataset.unbatch`).
     """
     z, valid = _as_zv(z, valid)
+    if np.any(z[valid] < 0):
+        raise ValueError("`z` has negative states on frames that `valid` counts; pass `valid=None` to skip "
+                         "frames without a state (-1, as `Dataset.unbatch` fills them), or the model's valid frames.")
     counts = np.bincount(z[valid], minlength=num_states).astype(np.float64)
     if counts.size > num_states:
         raise ValueError(f"`z` has state {int(z[valid].max())}, which is not below `num_states` = {num_states}.")
