@@ -9,7 +9,7 @@ from helpers import all_paths, enumerate_paths, random_model, reference_ar_ll
 
 import arhmm_eqx as ae
 from arhmm_eqx import _viterbi
-from arhmm_eqx._demo import matched_accuracy, true_model
+from arhmm_eqx import example_model, matched_accuracy
 
 
 K, D, L = 3, 2, 2
@@ -83,7 +83,7 @@ def test_viterbi_is_not_the_marginal_argmax():
 
 def test_long_sequence_recovers_true_states():
     """float32, T = 4000: scores are re-centred every step, so a long sequence decodes the truth."""
-    truth = true_model(jr.key(0), 4, 3, 2, mean_duration=30.0)
+    truth = example_model(jr.key(0), 4, 3, 2, mean_duration=30.0)
     z_true, x = truth.simulate(2, 4000, key=jr.key(1))
     mask = jnp.ones(x.shape[:2])
     z = truth.most_likely_states(x, mask)

@@ -26,6 +26,12 @@ from ._data import (
     standardize as standardize,
     whiten as whiten,
 )
+from ._demo import (
+    example_model as example_model,
+    matched_accuracy as matched_accuracy,
+    simulate_recordings as simulate_recordings,
+    states_accuracy as states_accuracy,
+)
 from ._diagnostics import (
     EMLScores as EMLScores,
     adjusted_rand_index as adjusted_rand_index,

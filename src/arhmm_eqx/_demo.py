@@ -15,8 +15,11 @@ from ._run import run_chain
 from ._states import States
 
 
-def true_model(key, num_states: int, latent_dim: int, nlags: int, mean_duration: float) -> ARHMM:
-    """A well-separated AR-HMM: rotations with distinct fixed points, and a sticky `pi`."""
+def example_model(key, num_states: int, latent_dim: int, nlags: int, mean_duration: float) -> ARHMM:
+    """A well-separated AR-HMM to simulate from (the demo's ground truth): every state rotates
+    the first two dimensions by its own angle about its own fixed point, noise `Q = 0.01 I`, and
+    `pi` stays in a state for `mean_duration` frames on average. `betas` are uniform and
+    `states` a placeholder: simulate with `model.simulate(...)`."""
     K, D = num_states, latent_dim
     keys = jr.split(key, 3)
     angles = jnp.linspace(0.1, 0.6, K)
@@ -51,7 +54,7 @@ def run_demo(
     K_true, K_fit, D, L = 5, 15, 4, 2
     key = jr.key(seed)
     key_true, key_sim, key_init, key_fit = jr.split(key, 4)
-    truth = true_model(key_true, K_true, D, L, mean_duration=40.0)
+    truth = example_model(key_true, K_true, D, L, mean_duration=40.0)
     z_true, x = truth.simulate(num_sequences, num_frames, key=key_sim)
     mask = jnp.ones(x.shape[:2])
     hp = Hyperparams.from_scales(K_fit, D, L, kappa=1e3, alpha=5.7, gamma=1e3)
@@ -93,7 +96,7 @@ def simulate_recordings(
     *, seed: int = 0, num_recordings: int = 4, num_frames: int = 1500
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Recordings of different lengths (from `num_frames` down to about half of it) simulated from
-    `true_model` (5 states, D = 4, 2 lags), each after the first with a gap of 15 missing (NaN) frames.
+    `example_model` (5 states, D = 4, 2 lags), each after the first with a gap of 15 missing (NaN) frames.
 
     **Returns:** `(recordings, true_states)`: `{name: (T_i, D)}` and `{name: (T_i,)}`, the true
     state of every frame (-1 for the first `nlags` frames, which have none).
@@ -102,7 +105,7 @@ def simulate_recordings(
     # Keys of the simulation are folded from the seed, so that they never equal the keys the
     # fit splits from the same seed.
     key_true, key_sim = jr.split(jr.fold_in(jr.key(seed), 1_000_003))
-    truth = true_model(key_true, K, D, L, mean_duration=40.0)
+    truth = example_model(key_true, K, D, L, mean_duration=40.0)
     z, x = truth.simulate(num_recordings, num_frames, key=key_sim)
     z, x = np.asarray(z), np.asarray(x, np.float64)
     recordings, states = {}, {}
