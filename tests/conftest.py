@@ -5,10 +5,9 @@ import random
 
 
 # jaxlib 0.10 splits large batched LAPACK calls over its own thread pool, and each piece calls
-# scipy's OpenBLAS, which may start threads of its own; this nesting has been reported to
-# corrupt the heap. Two full runs of this suite crashed (segmentation fault) inside a later,
-# unrelated XLA compilation, while the same tests pass alone. One OpenBLAS thread per call
-# removes the nesting; it must be set before OpenBLAS is loaded.
+# scipy's OpenBLAS, which may start threads of its own; reports tie this nesting to heap
+# corruption on many-core hosts. One OpenBLAS thread per call removes the nesting; it must be
+# set before OpenBLAS is loaded.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
@@ -31,6 +30,18 @@ class _GetKey:
     def __call__(self):
         self.calls += 1
         return jr.fold_in(self.key, self.calls)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each compiled program holds memory mappings while it is cached; one process running the
+    whole suite reached the kernel's cap (`vm.max_map_count`, 65,530) and crashed in a
+    compilation. See `arhmm_eqx._compiler_memory`.
+    """
+    yield
+    jax.clear_caches()
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """Run every test file in its own pytest process, two at a time; exit non-zero if any fails.
 
-This is the suite's command (README, CI). One long process that compiles hundreds of XLA
-programs crashed (segmentation fault) late in the suite, in a compilation that passes in a
-fresh process; a process per file keeps each one short. Extra arguments go to every pytest
-call, e.g. `python tests/run_tests.py -x -k geweke`.
+This is the suite's command (README, CI): two files run at once on a two-core machine, and
+each process's compiled programs end with its file. (`conftest.py` also frees JAX's compiled
+programs after every module: a single process running the whole suite once reached the
+kernel's cap on memory mappings, which compiled programs hold, and crashed in a compilation.)
+Extra arguments go to every pytest call, e.g. `python tests/run_tests.py -x -k geweke`.
 """
 
 import concurrent.futures

@@ -10,9 +10,6 @@ anything is compiled, so that test draws shapes freely.
 
 import contextlib
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -219,25 +216,7 @@ def _edge_problem():
                 valid=np.ones((1, 2), bool), hyper=hyper, seed=5)
 
 
-# Late in the full suite, compiling the sweep for this test's first example crashed XLA
-# (segmentation fault) in three runs out of three, while the test passes alone; under CI it
-# runs in a fresh process so that the rest of the suite still runs and reports.
-_IN_SUBPROCESS = os.environ.get("ARHMM_PROPERTIES_SUBPROCESS") == "1"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("CI") != "true" or _IN_SUBPROCESS, reason="only under CI")
-def test_public_api_over_shapes_in_subprocess():
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"{__file__}::test_public_api_over_shapes"]
-    env = dict(os.environ, ARHMM_PROPERTIES_SUBPROCESS="1")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=850)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "1 passed" in done.stdout, done.stdout[-2000:]
-
-
 @pytest.mark.slow  # every example compiles every function for a new shape (~20-30 s each)
-@pytest.mark.skipif(os.environ.get("CI") == "true" and not _IN_SUBPROCESS, reason="run in a subprocess under CI")
 @settings(max_examples=SHAPE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(p=_edge_problem())
 @given(problems(shapes()))
