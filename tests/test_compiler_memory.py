@@ -1,4 +1,5 @@
-"""What compilations leave behind: the malloc trim after each one (wired to JAX's compile event, switchable) and the warning near the cap on memory mappings."""
+"""What compilations leave behind: the malloc trim after each one (wired to JAX's compile event,
+switchable) and the warning near the cap on memory mappings."""
 
 import os
 import subprocess

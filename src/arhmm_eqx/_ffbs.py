@@ -4,9 +4,9 @@ The reference path (`_hmm.py` over a precomputed `(N, Tz, K)` array of log-likel
 holds both the likelihoods and the filtered messages for every frame. Here time is cut
 into blocks of `block` frames: each block's likelihoods come from one matrix product
 against the whitened transforms of all states (`_ar.whitened_transforms`) and are
-filtered at once, so only the filtered messages `(Tz, N, K)` outlive their block. The
-backward pass samples each block and scores the sampled states with a gathered
-`(D, A + D)` transform per frame (no second product over all states).
+filtered at once, so only the filtered messages `(Tz, N, K)` (and one log normaliser per
+frame) outlive their block. The backward pass samples each block and scores the sampled
+states from the filter's own quantities (no second product with the transforms).
 
 Padding frames after the end (emission log-likelihood 0) do not change the filter of
 the real frames, and the backward pass starts at the last real frame; padded samples
@@ -14,6 +14,9 @@ are dropped. The uniforms are drawn for the whole `(N, Tz)` array at once, so th
 samples do not depend on the block size (up to the rounding of the products).
 """
 
+import math
+
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jax import lax
@@ -55,7 +58,14 @@ def forward_filter_blocks(
     block: int = DEFAULT_BLOCK,
     keep_filtered: bool = True,
 ):
-    """Filter every sequence. **Returns:** `(log_norms (N,), filtered (num_blocks, block, N, K) or None)`."""
+    """Filter every sequence.
+
+    **Returns:** `(log_norms, (filtered, log_steps))`: the per-sequence `log p(x_n)` `(N,)`;
+    the filtered messages `(num_blocks, block, N, K)`; and each frame's increment of the log
+    normaliser, `log c_t + m_t` `(num_blocks, block, N)`, with which
+    `ll_t[k] = log_steps[t] + log filtered[t, k] - log pred_t[k]` (`pred_t` the predictive).
+    The last two are None when `keep_filtered` is False.
+    """
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     N = x.shape[0]
@@ -75,7 +85,8 @@ def forward_filter_blocks(
         # Without it, a frame explained only by a state reachable through a floored entry
         # gives c = 0 and NaN messages.
         pred = jnp.maximum(jnp.matmul(filt, pi, precision=_PRECISION), tiny)
-        return (pred, acc + jnp.log(c) + m_t), (filt if keep_filtered else None)
+        step = jnp.log(c) + m_t
+        return (pred, acc + step), ((filt, step) if keep_filtered else None)
 
     def block_step(carry, b):
         v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
@@ -87,8 +98,8 @@ def forward_filter_blocks(
         return lax.scan(filter_step, carry, (jnp.swapaxes(lik, 0, 1), m.T), unroll=4)
 
     init = (jnp.full((N, K), 1.0 / K, dtype), jnp.zeros((N,), dtype))
-    (_, log_norms), filtered = lax.scan(block_step, init, jnp.arange(num_blocks))
-    return log_norms, filtered
+    (_, log_norms), kept = lax.scan(block_step, init, jnp.arange(num_blocks))
+    return log_norms, ((None, None) if kept is None else kept)
 
 
 def _scaled_on_support(filt, v):
@@ -102,15 +113,41 @@ def _scaled_on_support(filt, v):
     return v / jnp.max(jnp.where(filt > 0, v, 0.0), axis=-1, keepdims=True)
 
 
-def _draw(p, u, upper):
+def _group_size(K: int) -> int:
+    """States per group of the two-level draw: about `sqrt(K)`."""
+    return max(1, math.isqrt(K - 1) + 1) if K > 1 else 1
+
+
+def _draw(p, u, group: int):
     """Inverse-CDF draw per row of unnormalised probabilities `p` (N, K) with uniforms `u` (N,).
 
-    The cumulative sums are a product with the upper-triangular matrix of ones `upper`: on
-    CPUs that is about twice as fast as `cumsum` (a windowed reduction) at K ~ 100.
+    Two levels, so a draw costs O(K sqrt K) instead of the O(K^2) of one cumulative sum over
+    all states: states are cut into groups of `group`; the group is drawn from the cumulative
+    sums of the group totals, then the state from the cumulative sums inside the group. This
+    is the same inverse CDF (the same state up to rounding at the boundaries). Cumulative sums
+    are products with upper-triangular matrices of ones (on CPUs faster than `cumsum`, a
+    windowed reduction), whose entries are summed in the same order for every column, so
+    a state of probability zero adds exactly nothing and is never drawn; rounding between
+    the two levels could overshoot the group's last positive state, so the draw is capped
+    there. The group and its entries are picked by one-hot products, not gathers.
     """
-    cdf = jnp.matmul(p, upper, precision=_PRECISION)
-    idx = jnp.sum(cdf < (u * cdf[:, -1])[:, None], axis=-1)
-    return jnp.minimum(idx, p.shape[-1] - 1).astype(jnp.int32)
+    N, K = p.shape
+    G = group
+    num_groups = -(-K // G)
+    dtype = p.dtype
+    pg = jnp.pad(p, ((0, 0), (0, num_groups * G - K))).reshape(N, num_groups, G)
+    upper_groups = jnp.triu(jnp.ones((num_groups, num_groups), dtype))
+    upper_within = jnp.triu(jnp.ones((G, G), dtype))
+    cdf = jnp.matmul(jnp.sum(pg, axis=-1), upper_groups, precision=_PRECISION)  # (N, groups)
+    target = u * cdf[:, -1]
+    g = jnp.minimum(jnp.sum(cdf < target[:, None], axis=-1), num_groups - 1)
+    pick = jax.nn.one_hot(g, num_groups, dtype=dtype)
+    before = jnp.sum(cdf * jax.nn.one_hot(g - 1, num_groups, dtype=dtype), axis=-1)  # 0 for g = 0
+    within = jnp.sum(pg * pick[:, :, None], axis=1)  # (N, G)
+    cdf_within = jnp.matmul(within, upper_within, precision=_PRECISION)
+    j = jnp.sum(cdf_within < (target - before)[:, None], axis=-1)
+    last_positive = G - 1 - jnp.argmax(within[:, ::-1] > 0, axis=-1)
+    return (g * G + jnp.minimum(j, last_positive)).astype(jnp.int32)
 
 
 def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
@@ -118,41 +155,51 @@ def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
     nlags = (A - 1) // D
     N, T, _ = x.shape
     Tz = T - nlags
-    log_norms, filtered = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
+    dtype = x.dtype
+    tiny = jnp.finfo(dtype).tiny
+    log_norms, (filtered, log_steps) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
     num_blocks = filtered.shape[0]
     uniforms = jnp.pad(uniforms, ((0, 0), (0, num_blocks * block - Tz)), constant_values=0.5)
     uniforms = jnp.swapaxes(uniforms.reshape(N, num_blocks, block), 0, 1)  # (blocks, N, block)
-    W, log_norm = whitened_transforms(Ab, Q)
-    W_states = jnp.transpose(W.reshape(A + D, D, K), (2, 0, 1))  # (K, A + D, D)
-    upper = jnp.triu(jnp.ones((K, K), x.dtype))
+    group = _group_size(K)
     # Rows of pi.T are the columns pi[:, j] that the backward pass multiplies by. Each is
     # scaled to a maximum of one (the draw does not depend on the scale), so a column of
     # floored entries does not push `filt * col` below the smallest normal number.
-    pi_T = pi.T / jnp.max(pi.T, axis=-1, keepdims=True)
-    x_pad, m_pad, _ = _blocks(x, mask, nlags, block)
+    col_scale = jnp.max(pi, axis=0)
+    pi_T = pi.T / col_scale[:, None]
 
-    def sample_step(col, inputs):
+    def sample_step(carry, inputs):
+        col, scale = carry  # pi[:, z_{t+1}] / scale
         filt_t, u_t, real_t = inputs
-        z_t = _draw(filt_t * _scaled_on_support(filt_t, col), u_t, upper)
+        p = filt_t * _scaled_on_support(filt_t, col)
+        z_t = _draw(p, u_t, group)
+        # The predictive of frame t+1 at the state drawn there, sum_j filt_t[j] pi[j, z_{t+1}],
+        # floored as in the filter; and the filtered probability of the state drawn at t.
+        pred_next = jnp.maximum(jnp.sum(filt_t * col, axis=-1) * scale, tiny)
+        filt_z = jnp.sum(jnp.where(jnp.arange(K, dtype=z_t.dtype)[None, :] == z_t[:, None], filt_t, 0.0), axis=-1)
         # A padding frame passes no information back: the real frames are sampled exactly as
         # without padding, whatever the block size.
-        return jnp.where(real_t, pi_T[z_t], col), z_t
+        carry = (jnp.where(real_t, pi_T[z_t], col), jnp.where(real_t, col_scale[z_t], scale))
+        return carry, (z_t, jnp.log(filt_z), jnp.log(pred_next))
 
-    def block_step(col, inputs):
+    def block_step(carry, inputs):
         b, filt_b, u_b = inputs
         real = b * block + jnp.arange(block) < Tz
-        col, z_b = lax.scan(sample_step, col, (filt_b, u_b.T, real), reverse=True, unroll=4)  # z_b (block, N)
-        z_b = z_b.T
-        v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
-        W_z = W_states[z_b]  # (N, block, A + D, D)
-        r = jnp.einsum("nta,ntad->ntd", v, W_z, precision=_PRECISION)
-        ll_z = (log_norm[z_b] - 0.5 * jnp.sum(r * r, axis=-1)) * mb
-        return col, (z_b, jnp.sum(ll_z))
+        return lax.scan(sample_step, carry, (filt_b, u_b.T, real), reverse=True, unroll=4)
 
-    col0 = jnp.ones((N, K), x.dtype)
-    _, (z, ll_blocks) = lax.scan(block_step, col0, (jnp.arange(num_blocks), filtered, uniforms), reverse=True)
-    z = jnp.swapaxes(z, 0, 1).reshape(N, num_blocks * block)[:, :Tz]
-    return z, jnp.sum(ll_blocks), jnp.sum(log_norms)
+    init = (jnp.ones((N, K), dtype), jnp.ones((N,), dtype))
+    _, (z, log_filt, log_pred_next) = lax.scan(
+        block_step, init, (jnp.arange(num_blocks), filtered, uniforms), reverse=True
+    )
+    frames = lambda a: jnp.swapaxes(a.reshape(num_blocks * block, N), 0, 1)[:, :Tz]  # (N, Tz)
+    z, log_filt, log_pred_next = frames(z), frames(log_filt), frames(log_pred_next)
+    # The emission log-likelihood of the drawn state, from quantities the filter already has:
+    # filt_t[k] = pred_t[k] exp(ll_t[k] - m_t) / c_t, so ll_t[z_t] = log_steps[t] + log
+    # filt_t[z_t] - log pred_t[z_t] (pred_0 = 1/K). No second product with the transforms.
+    log_pred = jnp.concatenate([jnp.full((N, 1), -jnp.log(jnp.asarray(K, dtype))), log_pred_next[:, :-1]], axis=1)
+    valid = mask[:, nlags:] > 0
+    ll_z = jnp.where(valid, frames(log_steps) + log_filt - log_pred, 0.0)
+    return z, jnp.sum(ll_z), jnp.sum(log_norms)
 
 
 def sample_stateseqs(
@@ -232,7 +279,7 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
     nlags = (A - 1) // D
     N, T, _ = x.shape
     Tz = T - nlags
-    _, filtered = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
+    _, (filtered, _) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
     W, log_norm = whitened_transforms(Ab, Q)
     x_pad, m_pad, num_blocks = _blocks(x, mask, nlags, block)
     pi_T = pi.T
