@@ -167,9 +167,14 @@ def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
     # floored entries does not push `filt * col` below the smallest normal number.
     col_scale = jnp.max(pi, axis=0)
     pi_T = pi.T / col_scale[:, None]
+    # Row K (ones, scale one) is what a padding frame passes back: padding frames come after
+    # every real frame, so the last real frame then sees the same as without padding, and the
+    # real frames are sampled exactly as without padding, whatever the block size.
+    pi_T = jnp.concatenate([pi_T, jnp.ones((1, K), dtype)])
+    col_scale = jnp.concatenate([col_scale, jnp.ones((1,), dtype)])
 
     def sample_step(carry, inputs):
-        col, scale = carry  # pi[:, z_{t+1}] / scale
+        col, scale = carry  # pi[:, z_{t+1}] / scale, or ones after the last real frame
         filt_t, u_t, real_t = inputs
         p = filt_t * _scaled_on_support(filt_t, col)
         z_t = _draw(p, u_t, group)
@@ -177,10 +182,8 @@ def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
         # floored as in the filter; and the filtered probability of the state drawn at t.
         pred_next = jnp.maximum(jnp.sum(filt_t * col, axis=-1) * scale, tiny)
         filt_z = jnp.sum(jnp.where(jnp.arange(K, dtype=z_t.dtype)[None, :] == z_t[:, None], filt_t, 0.0), axis=-1)
-        # A padding frame passes no information back: the real frames are sampled exactly as
-        # without padding, whatever the block size.
-        carry = (jnp.where(real_t, pi_T[z_t], col), jnp.where(real_t, col_scale[z_t], scale))
-        return carry, (z_t, jnp.log(filt_z), jnp.log(pred_next))
+        passed = jnp.where(real_t, z_t, K)
+        return (pi_T[passed], col_scale[passed]), (z_t, jnp.log(filt_z), jnp.log(pred_next))
 
     def block_step(carry, inputs):
         b, filt_b, u_b = inputs
