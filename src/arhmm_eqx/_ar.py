@@ -5,13 +5,12 @@ import math
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import jax.scipy.linalg as jsl
 from jax import lax
 
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._distributions import mniw_prior_joint, sample_mniw_from_joint
 from ._lags import augmented_regressors
-from ._linalg import psd_cholesky
+from ._linalg import psd_cholesky, solve_lower
 
 
 # Full float32 accuracy for the likelihood products: on GPUs the default precision of a
@@ -160,7 +159,7 @@ def whitened_transforms(
     K, D, A = Ab.shape
     L = psd_cholesky(Q)
     eye = jnp.broadcast_to(jnp.eye(D, dtype=Q.dtype), (K, D, D))
-    L_inv = jax.vmap(lambda l, e: jsl.solve_triangular(l, e, lower=True))(L, eye)
+    L_inv = solve_lower(L, eye)
     W = jnp.concatenate([-jnp.matmul(L_inv, Ab, precision=_PRECISION), L_inv], axis=-1)  # (K, D, A + D)
     W = jnp.transpose(W, (2, 1, 0)).reshape(A + D, D * K)
     log_norm = -jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1) - 0.5 * D * math.log(2 * math.pi)

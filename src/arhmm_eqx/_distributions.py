@@ -3,10 +3,9 @@
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import jax.scipy.linalg as jsl
 
 from ._custom_types import Array, Float, PRNGKeyArray
-from ._linalg import psd_cholesky, symmetrize
+from ._linalg import psd_cholesky, solve_lower, solve_lower_transposed, spd_inverse, symmetrize
 
 
 def sample_dirichlet(key: PRNGKeyArray, conc: Float[Array, "*batch K"]) -> Float[Array, "*batch K"]:
@@ -30,7 +29,7 @@ def sample_inv_wishart_chol(
     diag = jnp.sqrt(2.0 * jr.gamma(key_chi, dof / 2.0, dtype=dtype))
     lower = jnp.tril(jr.normal(key_norm, (D, D), dtype=dtype), k=-1)
     A = lower + jnp.diag(diag)
-    F_T = jsl.solve_triangular(A, S_chol.T, lower=True)  # A^{-1} S_chol^T
+    F_T = solve_lower(A, S_chol.T)  # A^{-1} S_chol^T
     return symmetrize(F_T.T @ F_T)
 
 
@@ -72,7 +71,7 @@ def sample_mniw_from_joint(
     L_Q = psd_cholesky(Q)
     Z = jr.normal(key_ab, (D, A), dtype=G.dtype)
     # Ab L_P = B + L_Q Z  <=>  L_P^T Ab^T = (B + L_Q Z)^T
-    Ab = jsl.solve_triangular(L_P.T, (B + L_Q @ Z).T, lower=False).T
+    Ab = solve_lower_transposed(L_P, (B + L_Q @ Z).T).T
     return Ab, Q
 
 
@@ -81,8 +80,7 @@ def mniw_prior_joint(
 ) -> Float[Array, "AD AD"]:
     """The joint matrix `G` (see `sample_mniw_from_joint`) of the prior `MNIW(nu_0, S_0, M_0, K_0)`."""
     del nu_0
-    K_0_inv = jnp.linalg.inv(symmetrize(K_0))
-    K_0_inv = symmetrize(K_0_inv)
+    K_0_inv = spd_inverse(K_0)
     R = M_0 @ K_0_inv
     top = jnp.concatenate([K_0_inv, R.T], axis=1)
     bottom = jnp.concatenate([R, S_0 + R @ M_0.T], axis=1)

@@ -39,7 +39,6 @@ import numbers
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 from jax import lax
 
@@ -48,7 +47,7 @@ from ._checks import check_data
 from ._custom_types import Array, Bool, Float, Int
 from ._hyperparams import Hyperparams
 from ._lags import augmented_regressors
-from ._linalg import psd_cholesky
+from ._linalg import psd_cholesky, solve_lower_transposed
 from ._log_posterior import dirichlet_concentrations, forward_filter, log_prior
 from ._model import ARHMM
 from ._params import Params
@@ -170,7 +169,7 @@ def mniw_mode(
     L = psd_cholesky(G)
     L_P, B, L_S = L[:, :A, :A], L[:, A:, :A], L[:, A:, A:]
     # M_n L_P = B  <=>  L_P^T M_n^T = B^T
-    Ab = jax.vmap(lambda l, b: jsl.solve_triangular(l.T, b.T, lower=False).T)(L_P, B)
+    Ab = jnp.swapaxes(solve_lower_transposed(L_P, jnp.swapaxes(B, -1, -2)), -1, -2)
     S_n = jnp.matmul(L_S, jnp.swapaxes(L_S, -1, -2), precision=_PRECISION)
     Q = S_n / (nu_n + (D + 1 + A))[:, None, None]
     return Ab, Q

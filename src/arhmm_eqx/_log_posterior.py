@@ -23,12 +23,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jax.scipy.special import gammaln, multigammaln
 
 from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float
-from ._linalg import psd_cholesky
+from ._linalg import psd_cholesky, solve_lower
 
 
 def dirichlet_concentrations(
@@ -60,10 +59,10 @@ def mniw_log_prob(
     L_K = psd_cholesky(K_0)
     log_det_Q = _log_det_chol(L_Q)
     # tr(S_0 Q^{-1}) = |L_Q^{-1} L_S|_F^2 and tr(Q^{-1} E K_0^{-1} E^T) = |L_Q^{-1} E L_K^{-T}|_F^2, E = Ab - M_0.
-    white_S = jax.vmap(lambda l: jsl.solve_triangular(l, L_S, lower=True))(L_Q)
+    white_S = solve_lower(L_Q, jnp.broadcast_to(L_S, L_Q.shape))
     E = Ab - M_0[None]
-    E_K = jax.vmap(lambda e: jsl.solve_triangular(L_K, e.T, lower=True).T)(E)  # E L_K^{-T}
-    white_E = jax.vmap(lambda l, e: jsl.solve_triangular(l, e, lower=True))(L_Q, E_K)
+    E_K = jnp.swapaxes(solve_lower(L_K, jnp.swapaxes(E, -1, -2)), -1, -2)  # E L_K^{-T}
+    white_E = solve_lower(L_Q, E_K)
     half_nu = 0.5 * nu_0
     log_iw = (
         half_nu * _log_det_chol(L_S)

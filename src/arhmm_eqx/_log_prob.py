@@ -4,12 +4,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
 from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int
 from ._lags import get_lags, pad_affine
-from ._linalg import psd_cholesky
+from ._linalg import psd_cholesky, solve_lower
 
 
 def discrete_stateseq_log_prob(z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"]) -> Float[Array, "*batch Tz-1"]:
@@ -27,7 +26,7 @@ def continuous_stateseq_log_prob(
     y = x[..., nlags:, :]
     L = psd_cholesky(Q)
     resid = y - jnp.einsum("...ij,...j->...i", Ab[z], u)
-    white = jax.vmap(lambda l, r: jsl.solve_triangular(l, r, lower=True))(L[z].reshape(-1, D, D), resid.reshape(-1, D))
+    white = solve_lower(L[z].reshape(-1, D, D), resid.reshape(-1, D, 1))[..., 0]
     white = white.reshape(resid.shape)
     log_det = jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1)[z]
     return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * D * math.log(2 * math.pi)
