@@ -55,3 +55,12 @@ def test_compiled_sweep_has_no_lapack_call():
     # positive control: the check sees a LAPACK call where there is one (on CPU)
     if jax.default_backend() == "cpu":
         assert "lapack" in jax.jit(jnp.linalg.cholesky).lower(jnp.eye(3)).as_text().lower()
+
+
+def test_solves_broadcast_batch_dimensions():
+    rng = np.random.default_rng(7)
+    L = np.tril(rng.normal(size=(4, 4))) + 4.0 * np.eye(4)
+    B = rng.normal(size=(3, 4, 2))
+    for solve, ref in ((_linalg.solve_lower, L), (_linalg.solve_lower_transposed, L.T)):
+        out = np.asarray(solve(jnp.asarray(L, jnp.float32), jnp.asarray(B, jnp.float32)))
+        np.testing.assert_allclose(out, np.linalg.solve(ref, B), rtol=1e-4, atol=1e-5)

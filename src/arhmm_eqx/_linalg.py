@@ -49,23 +49,28 @@ def psd_cholesky(A: Float[Array, "*batch n n"]) -> Float[Array, "*batch n n"]:
     return cholesky(symmetrize(A))
 
 
-def _solution_zeros(L, B):
-    """Zeros of the shape of `L^{-1} B` (batch dimensions broadcast)."""
-    return jnp.zeros(jnp.broadcast_shapes(L.shape[:-1], B.shape[:-1]) + B.shape[-1:], B.dtype)
+def _broadcast_batch(L, B):
+    """`L` and `B` with their batch dimensions broadcast to one shape."""
+    batch = jnp.broadcast_shapes(L.shape[:-2], B.shape[:-2])
+    return jnp.broadcast_to(L, batch + L.shape[-2:]), jnp.broadcast_to(B, batch + B.shape[-2:])
 
 
-def solve_lower(L: Float[Array, "*batch n n"], B: Float[Array, "*batch n m"]) -> Float[Array, "*batch n m"]:
-    """`L^{-1} B` for lower-triangular `L`, by forward substitution."""
+def solve_lower(L: Float[Array, "*batch_l n n"], B: Float[Array, "*batch_b n m"]) -> Float[Array, "... n m"]:
+    """`L^{-1} B` for lower-triangular `L`, by forward substitution (batch dimensions broadcast)."""
+    L, B = _broadcast_batch(L, B)
 
     def row(i, X):
         r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., i, :], X, precision=_PRECISION)
         return X.at[..., i, :].set(r / L[..., i, i][..., None])
 
-    return lax.fori_loop(0, L.shape[-1], row, _solution_zeros(L, B))
+    return lax.fori_loop(0, L.shape[-1], row, jnp.zeros_like(B))
 
 
-def solve_lower_transposed(L: Float[Array, "*batch n n"], B: Float[Array, "*batch n m"]) -> Float[Array, "*batch n m"]:
-    """`L^{-T} B` for lower-triangular `L`, by back substitution."""
+def solve_lower_transposed(
+    L: Float[Array, "*batch_l n n"], B: Float[Array, "*batch_b n m"]
+) -> Float[Array, "... n m"]:
+    """`L^{-T} B` for lower-triangular `L`, by back substitution (batch dimensions broadcast)."""
+    L, B = _broadcast_batch(L, B)
     n = L.shape[-1]
 
     def row(k, X):
@@ -73,7 +78,7 @@ def solve_lower_transposed(L: Float[Array, "*batch n n"], B: Float[Array, "*batc
         r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., :, i], X, precision=_PRECISION)
         return X.at[..., i, :].set(r / L[..., i, i][..., None])
 
-    return lax.fori_loop(0, n, row, _solution_zeros(L, B))
+    return lax.fori_loop(0, n, row, jnp.zeros_like(B))
 
 
 def spd_inverse(A: Float[Array, "*batch n n"]) -> Float[Array, "*batch n n"]:
