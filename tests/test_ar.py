@@ -186,3 +186,12 @@ def test_resample_ar_params_posterior_and_empty_state_moments(dtype):
     # The states are drawn with independent keys: Q of state 0 and state 1 are uncorrelated.
     a, b = Q[:, 0, 0, 0], Q[:, 1, 0, 0]
     assert abs(np.corrcoef(a, b)[0, 1]) * np.sqrt(n) < Z_MAX
+
+
+def test_stable_argsort_of_small_keys_equals_numpy():
+    """Both paths of the packed sort: key and index in one int32, and the pair sort when they do not fit."""
+    rng = np.random.default_rng(0)
+    for M, K in [(1, 1), (2, 3), (1000, 5), (70_000, 101), (5, 2**28)]:
+        keys = rng.integers(0, K, M)
+        out = np.asarray(ar._stable_argsort_small_keys(jnp.asarray(keys, jnp.int32), K))
+        np.testing.assert_array_equal(out, np.argsort(keys, kind="stable"), err_msg=f"{M=} {K=}")

