@@ -175,9 +175,8 @@ def run_chains(
       `num_sequence_shards > 1`, the sequences) over devices; None runs on the default device.
     - `chain_batch_size`: run this many chains at a time (vmapped), the batches one after
       another inside the same compiled program (`lax.map`). Bounds memory to that many
-      chains' temporaries. On CPUs, where a batched sweep is currently slower per chain than
-      an unbatched one, `1` runs about as fast as separate `run_chain` calls
-      (`benchmarks/bench_chains.py`).
+      chains' temporaries (`1` runs about as fast as separate `run_chain` calls; vmapped
+      chains are faster, see `benchmarks/bench_chains.py`).
       None (default) vmaps all chains at once. Not combined with `mesh` (each device
       already runs only its own chains).
     - `check_memory`: first compare the estimated working memory with the memory available
