@@ -105,7 +105,8 @@ def save_checkpoint(
     **Arguments:**
 
     - `path`: a directory (the files are then `checkpoint_name(iteration)` + `.eqx`/`.json`
-      in it, created if needed) or a file stem / `.eqx` / `.json` path.
+      in it, created if needed; a path without a suffix is taken as a directory) or an `.eqx`
+      or `.json` path (both files are written, with its stem).
     - `model`: one `ARHMM` (not a batch).
     - `iteration`: number of sweeps done; `resume` runs sweep `iteration` next.
     - `key`: the chain's key (as passed to `run_chain`).
@@ -307,23 +308,15 @@ def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path
         key = jr.key_data(key)
     flat = _flatten(model_to_dict(model, seed=key))
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     if ext == ".npz":
-        buffer = io.BytesIO()
         np.savez(buffer, **flat)
-        _atomic_write(path, buffer.getvalue())
-        return path
-    h5py = _import_h5py()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    else:
+        h5py = _import_h5py()
+        with h5py.File(buffer, "w") as f:
             for name, value in flat.items():
                 f.create_dataset(name, data=value)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    _atomic_write(path, buffer.getvalue())  # fsynced and renamed, as the checkpoints
     return path
 
 
