@@ -8,8 +8,10 @@ of the data given the current parameters. Both have the model's joint as their
 distribution if and only if the conditionals are right, so every test function must have
 the same mean under both.
 
-Masked frames are trailing padding and are not part of the model: their `x` is independent
-standard-normal noise, so a conditional that reads them changes the joint and is caught.
+Masked frames are not part of the model: their `x` is independent standard-normal noise,
+so a conditional that reads them changes the joint and is caught. Their states are: the
+chain runs through every gap, and its transitions count up to the last valid frame of a
+sequence (model.md, "Masking").
 """
 
 import jax
@@ -44,30 +46,34 @@ def simulate_z(key, pi, num_sequences: int, Tz: int):
 
 def simulate_x(key, z, Ab, Q, mask):
     """`x` given `z`, `Ab`, `Q` (model.md): `L` standard-normal initial lags, then
-    `x[t] ~ Normal(Ab[z] [x[t-L], ..., x[t-1], 1], Q[z])`. Masked frames are replaced by
-    independent standard-normal noise (they are outside the model). Shape `(N, T, D)`."""
+    `x[t] ~ Normal(Ab[z] [x[t-L], ..., x[t-1], 1], Q[z])`. Masked frames are independent
+    standard-normal noise (they are outside the model), drawn inside the recursion: a masked
+    frame of an interior gap is the recorded lag of the valid frames after it, as the model
+    conditions on it. (For trailing padding this is the same as replacing the padding
+    afterwards.) Shape `(N, T, D)`."""
     N, Tz = z.shape
     K, D, A = Ab.shape
     L = (A - 1) // D
     key_lags, key_eps, key_pad = jr.split(key, 3)
     lags0 = jr.normal(key_lags, (N, L, D), Ab.dtype)
     eps = jr.normal(key_eps, (N, Tz, D), Ab.dtype)
+    pad = jr.normal(key_pad, (N, Tz + L, D), Ab.dtype)
+    valid = mask > 0
+    lags0 = jnp.where(valid[:, :L, None], lags0, pad[:, :L])
     chol = jnp.linalg.cholesky(Q)
     one = jnp.ones((1,), Ab.dtype)
 
-    def one_sequence(lags, z_n, eps_n):
+    def one_sequence(lags, z_n, eps_n, pad_n, valid_n):
         def step(lags, inputs):
-            k, e = inputs
+            k, e, noise, ok = inputs
             u = jnp.concatenate([lags.reshape(-1), one])  # oldest lag first, bias last
-            x_t = Ab[k] @ u + chol[k] @ e
+            x_t = jnp.where(ok, Ab[k] @ u + chol[k] @ e, noise)
             return jnp.concatenate([lags[1:], x_t[None]], axis=0), x_t
 
-        _, xs = lax.scan(step, lags, (z_n, eps_n))
+        _, xs = lax.scan(step, lags, (z_n, eps_n, pad_n, valid_n))
         return jnp.concatenate([lags, xs], axis=0)
 
-    x = jax.vmap(one_sequence)(lags0, z, eps)
-    pad = jr.normal(key_pad, x.shape, x.dtype)
-    return jnp.where(mask[..., None] > 0, x, pad)
+    return jax.vmap(one_sequence)(lags0, z, eps, pad[:, L:], valid[:, L:])
 
 
 def trailing_mask(num_sequences: int, num_frames: int, num_padded: int):

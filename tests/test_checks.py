@@ -246,17 +246,23 @@ def _jitted_from_prior(hp, x, mask, key):
 TRACED_CASES = [("nan", "has NaN or inf"), ("mask_empty", "has no valid frame"), ("mask_values", "only 0")]
 
 
+_jitted_gibbs_step = eqx.filter_jit(ae.gibbs_step)
+
+
 @pytest.mark.parametrize("case, text", TRACED_CASES)
 def test_traced_values_raise_at_run_time(good, case, text):
-    """`gibbs_step` is jitted and checks its data there: values go through `eqx.error_if`."""
+    """`gibbs_step` under a `jit` checks its data there: values go through `eqx.error_if`
+    (called directly, it raises `ValueError` at once, as every entry point does)."""
     hp, model, x_ok, mask_ok = good
     x, mask, _, _ = BAD_DATA[case]
     before = _snapshot(model)
+    with pytest.raises(ValueError, match=text):
+        ae.gibbs_step(jr.key(4), model, x, mask, states_only=False)
     with pytest.raises(_runtime_error_types(), match=text):
-        jax.block_until_ready(ae.gibbs_step(jr.key(4), model, x, mask, states_only=False))
+        jax.block_until_ready(_jitted_gibbs_step(jr.key(4), model, x, mask, states_only=False))
     assert _tree_equal(_snapshot(model), before)
     # the same compiled function runs on good data: the error is the data's, not the tracing's
-    new, info = ae.gibbs_step(jr.key(4), model, x_ok, mask_ok, states_only=False)
+    new, info = _jitted_gibbs_step(jr.key(4), model, x_ok, mask_ok, states_only=False)
     assert bool(info.ok) and bool(jnp.all(jnp.isfinite(new.params.Ab)))
 
 

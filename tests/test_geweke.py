@@ -6,8 +6,10 @@ with a fresh draw of the data (successive-conditional); see `geweke_utils`. Each
 has teeth: the same test with a deliberately wrong conditional, monkeypatched here (never
 in the library), must reject. Run with `pytest -s` to see the z-scores.
 
-Masked frames are trailing padding only: with them the sampler is exact (model.md counts a
-transition when the frame it enters is valid), and their `x` is noise outside the model.
+Masked frames are trailing padding, except in the gapped case, which has a leading masked
+stretch, an interior gap and trailing padding: the sampler is exact for all of them under
+model.md's counting rule (a transition counts when the frame it enters is valid or is
+followed later in its sequence by a valid frame); masked `x` is noise outside the model.
 The prior draws of each set-up are computed once (`_setup`, cached) and always before any
 monkeypatching; none of them uses a patched attribute anyway.
 """
@@ -50,7 +52,7 @@ from arhmm_eqx._log_prob import log_joint_likelihood
 from arhmm_eqx._model import ARHMM
 from arhmm_eqx._params import Params
 from arhmm_eqx._states import States
-from arhmm_eqx._transitions import init_hdp_transitions
+from arhmm_eqx._transitions import init_hdp_transitions, transition_weights
 
 
 pytestmark = pytest.mark.slow
@@ -93,13 +95,14 @@ def _ar_kwargs(hp):
 def _hdp_functions(betas, pi, z, mask, L, padded):
     out = state_functions(z, mask, L, padded=padded)
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
+    counted = transition_weights(mask, L) > 0
     out.update({
         "betas[0]": betas[0],
         "log_betas[0]": jnp.log(betas[0]),
         "sum_betas2": jnp.sum(betas**2),
         "pi[0,0]": pi[0, 0],
         "mean_diag_pi": jnp.mean(jnp.diagonal(pi)),
-        "log_p_z": jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0)),  # valid transitions
+        "log_p_z": jnp.sum(jnp.where(counted, log_pz, 0.0)),  # the transitions that count
         "betas0*usage0": betas[0] * out["usage[0]"],
         "pi00*usage0": pi[0, 0] * out["usage[0]"],
     })
@@ -132,7 +135,30 @@ JOINT_CASES = {
     # K, D, L, N, T, trailing padded frames of sequence 0
     "K3_D1_L1_padded": (3, 1, 1, 2, 12, 3),
     "K2_D2_L2": (2, 2, 2, 1, 10, 0),
+    # the mask below: a leading masked stretch, an interior gap and trailing padding
+    "K3_D1_L1_gaps": (3, 1, 1, 2, 16, 2),
 }
+
+
+def _gapped_mask(N, T, padded):
+    """Every sequence: frames 0..3 masked (a leading stretch past the lag) and 7..11 masked
+    (an interior gap); the last `padded` frames of sequence 0 masked too. About half of the
+    transitions enter masked frames, so the old counting rule shifts the joint clearly."""
+    mask = trailing_mask(N, T, padded)
+    return mask.at[:, :4].set(0.0).at[:, 7:12].set(0.0)
+
+
+def _gap_functions(z, mask, L):
+    """Switches into masked frames that are followed by a valid one (leading stretch and
+    interior gap): transitions the old counting rule left out of the conditional of `pi`."""
+    counted = transition_weights(mask, L) > 0
+    masked = mask[:, L + 1 :] <= 0
+    switch = z[:, 1:] != z[:, :-1]
+    stay0 = (z[:, 1:] == 0) & (z[:, :-1] == 0)
+    return {
+        "switches_in_gaps": jnp.sum(counted & masked & switch, dtype=f64),
+        "stays0_in_gaps": jnp.sum(counted & masked & stay0, dtype=f64),
+    }
 
 
 @functools.cache
@@ -147,7 +173,8 @@ def _setup(name):
 def _joint_setup(case):
     K, D, L, N, T, padded = JOINT_CASES[case]
     hp = _hyperparams(K, D, L)
-    mask = trailing_mask(N, T, padded)
+    gapped = case.endswith("_gaps")
+    mask = _gapped_mask(N, T, padded) if gapped else trailing_mask(N, T, padded)
 
     def prior_draw(key):
         key_p, key_z, key_x = jr.split(key, 3)
@@ -162,6 +189,8 @@ def _joint_setup(case):
         out.update({k: v for k, v in hdp.items() if k not in ("betas[0]", "log_betas[0]", "pi00*usage0")})
         out.update(data_functions(s["x"], mask, L))
         out["loglik_x"] = _loglik_x(s, mask)
+        if gapped:
+            out.update(_gap_functions(s["z"], mask, L))
         return out
 
     mc, state0 = marginal_conditional(jr.key(100), prior_draw, functions, NUM_MC)
@@ -242,6 +271,20 @@ def test_geweke_joint_rejects_sweep_ignoring_mask():
     setup = _setup("K3_D1_L1_padded")
     step = _joint_step(setup, sweep_mask=jnp.ones_like(setup.mask))
     zmax, table = _run(setup, step, num_sc=NUM_SC_TEETH, seed=12, title="joint sweep, mask ignored")
+    assert zmax > Z_MAX, table
+
+
+def _old_counting_rule(original):
+    # The first version of model.md: a transition counts only when the frame it enters is
+    # valid, so the transitions into a leading stretch or an interior gap are left out.
+    return lambda mask, nlags: (mask[:, nlags + 1 :] > 0).astype(jnp.result_type(float))
+
+
+def test_geweke_joint_rejects_old_counting_rule(monkeypatch):
+    """Teeth for the gapped case: the counting rule of the first model.md must be caught."""
+    setup = _setup("K3_D1_L1_gaps")
+    monkeypatch.setattr(transitions_module, "transition_weights", _old_counting_rule(None))
+    zmax, table = _run(setup, _joint_step(setup), num_sc=NUM_SC_TEETH, seed=13, title="joint sweep, old counting rule")
     assert zmax > Z_MAX, table
 
 

@@ -95,10 +95,16 @@ def test_continuous_stateseq_log_prob():
         np.testing.assert_allclose(np.asarray(single), ref[1], rtol=1e-10)
 
 
+def _ref_transition_weights(mask):
+    """1 for a transition into a state frame that is valid or followed later by a valid one."""
+    m = np.asarray(mask)[:, L + 1 :] > 0
+    return np.array([[np.any(row[t:]) for t in range(row.size)] for row in m], np.float64)
+
+
 def _ref_log_joint(x, mask, z, pi, Ab, Q):
     mask = np.asarray(mask)
     return {
-        "z": float(np.sum(_ref_discrete(z, pi) * mask[:, L + 1 :])),
+        "z": float(np.sum(_ref_discrete(z, pi) * _ref_transition_weights(mask))),
         "x": float(np.sum(_ref_continuous(x, np.asarray(z), Ab, Q) * mask[:, L:])),
     }
 

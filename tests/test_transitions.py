@@ -14,11 +14,12 @@ K, L = 3, 2
 
 
 def _loop_counts(z, mask, K, L):
-    """n[i, j] by a direct loop: z[t-1] -> z[t] counts when frame t + L of x is valid."""
+    """n[i, j] by a direct loop: z[t-1] -> z[t] counts when frame t + L of x, or a later frame
+    of the same sequence, is valid (model.md, "Masking")."""
     counts = np.zeros((K, K))
     for n in range(z.shape[0]):
         for t in range(1, z.shape[1]):
-            if mask[n, t + L] > 0:
+            if np.any(mask[n, t + L :] > 0):
                 counts[z[n, t - 1], z[n, t]] += 1
     return counts
 
@@ -38,23 +39,50 @@ def test_count_transitions_with_masks():
     )
     ref = _loop_counts(z, mask, K, L)
     np.testing.assert_array_equal(np.asarray(out), ref)
-    # every valid frame t + L >= L + 1 is the target of exactly one counted transition
-    assert float(out.sum()) == mask[:, L + 1 :].sum()
-    # the masked frames really were dropped (same z, full mask counts more)
+    # every state frame t >= 1 up to the last valid one is the target of exactly one counted
+    # transition: interior gaps count, only sequence 2's trailing padding (frames 10..13 of x,
+    # state frames 8..11) is left out
+    assert float(out.sum()) == N * (T - L - 1) - (T - 10)
+    # the old rule (only transitions into valid frames) would have dropped the gaps too
+    old = sum(mask[n, t + L] > 0 for n in range(N) for t in range(1, T - L))
+    assert float(out.sum()) > old
+    # the trailing padding really was dropped (same z, full mask counts more)
     full = _transitions.count_transitions(jnp.asarray(z), jnp.ones((N, T), jnp.float32), num_states=K, nlags=L)
     np.testing.assert_array_equal(np.asarray(full), _loop_counts(z, np.ones((N, T)), K, L))
-    assert float(full.sum()) > float(out.sum())
+    assert float(full.sum()) == float(out.sum()) + (T - 10)
 
 
 def test_count_transitions_of_a_known_path():
     z = jnp.asarray([[0, 0, 1, 1, 2, 0]], jnp.int32)
     mask = jnp.asarray([[1, 1, 1, 1, 1, 0, 1, 1]], jnp.float32)  # frame 5 of x = state frame 3 masked
     out = _transitions.count_transitions(z, mask, num_states=K, nlags=L)
-    # transitions 0->0, 0->1, [1->1 masked], 1->2, 2->0
+    # transitions 0->0, 0->1, 1->1 (into the masked frame of a gap: counts), 1->2, 2->0
     expected = np.zeros((K, K))
-    for i, j in [(0, 0), (0, 1), (1, 2), (2, 0)]:
+    for i, j in [(0, 0), (0, 1), (1, 1), (1, 2), (2, 0)]:
         expected[i, j] += 1
     np.testing.assert_array_equal(np.asarray(out), expected)
+    # with the last two frames masked instead (trailing padding), 2->0 and 1->2 drop out
+    tail = jnp.asarray([[1, 1, 1, 1, 1, 1, 0, 0]], jnp.float32)
+    out = _transitions.count_transitions(z, tail, num_states=K, nlags=L)
+    expected = np.zeros((K, K))
+    for i, j in [(0, 0), (0, 1), (1, 1)]:
+        expected[i, j] += 1
+    np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_transition_weights_leading_interior_and_trailing_gaps():
+    """Weights of the transitions into state frames 1.. : 1 up to the last valid frame, 0 after."""
+    mask = jnp.asarray(
+        [
+            [0, 0, 0, 0, 1, 1, 0, 1, 0, 0],  # leading masked stretch, interior gap, trailing padding
+            [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],  # full
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # nothing valid: no transition counts
+        ],
+        jnp.float32,
+    )
+    w = _transitions.transition_weights(mask, nlags=L)
+    expected = np.array([[1, 1, 1, 1, 1, 0, 0], [1] * 7, [0] * 7], np.float64)
+    np.testing.assert_array_equal(np.asarray(w), expected)
 
 
 def _row_summing_above_one(dtype):

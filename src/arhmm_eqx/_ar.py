@@ -190,7 +190,7 @@ def squared_residual_norms(r: Float[Array, "*batch DK"], num_states: int) -> Flo
 def ar_log_likelihoods(
     x: Float[Array, "N T D"], mask: Float[Array, "N T"], Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
 ) -> Float[Array, "N Tz K"]:
-    """`ll[n, t, k] = log Normal(x[n, t+L] | Ab[k] u_t, Q[k]) * mask[n, t+L]` (model.md §3).
+    """`ll[n, t, k] = log Normal(x[n, t+L] | Ab[k] u_t, Q[k])` on valid frames, 0 on masked ones (model.md §3).
 
     Computed in chunks of frames (one matrix product per chunk against all states),
     so the `frames x K x D` residuals never exist all at once.
@@ -206,4 +206,5 @@ def ar_log_likelihoods(
         return log_norm - 0.5 * squared_residual_norms(jnp.matmul(v_t, W, precision=_PRECISION), K)
 
     ll = lax.map(one_frame, v, batch_size=_chunk_size(K * D, N * Tz))
-    return ll.reshape(N, Tz, K) * mask[:, nlags:, None].astype(ll.dtype)
+    # Select, not multiply: a masked frame's row is 0 even when its lags made it inf or NaN.
+    return jnp.where(mask[:, nlags:, None] > 0, ll.reshape(N, Tz, K), jnp.zeros((), ll.dtype))

@@ -15,7 +15,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from . import _model
-from ._checks import check_data, check_positive
+from ._checks import check_data, check_key, check_positive
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo
 from ._hyperparams import Hyperparams
@@ -111,6 +111,7 @@ def init_chains(
     C = num_chains if C is None else C
     if isinstance(C, bool) or not isinstance(C, int) or C < 1:
         raise ValueError(f"`num_chains` must be a positive int; got {C!r}.")
+    check_key(key)
     x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
     return _init_chains(hyperparams, x, mask, jr.split(key, C), chain_count(hyperparams) is not None)
 
@@ -192,8 +193,11 @@ def run_chains(
         raise ValueError("`models` must be batched (a leading chain axis, from `init_chains`); "
                          "for a single model use `run_chain`.")
     check_thin(num_iters, thin)
+    check_key(key)
+    models.check()
     hp = models.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    _model.check_states_fit_data(models.states.z, x, hp.nlags)
     dtype = models.params.Ab.dtype
     x, mask = x.astype(dtype), mask.astype(dtype)
     if chain_batch_size is not None:

@@ -39,9 +39,10 @@ def check_data(
     valid frames, mask values, at least one valid frame) raise `ValueError` at once on
     concrete arrays and go through `eqx.error_if` on traced ones.
 
-    **Returns:** `x` with non-finite values of masked frames set to 0 (so a NaN there
-    cannot leak into any sum or product; finite values of masked frames are kept, since
-    they are the lags of the valid frames after them) and `mask` as an array of `x`'s dtype.
+    **Returns:** `x` with every masked frame set to 0 except the finite ones that are lags
+    of a valid frame (among the `nlags` frames before it), which the model conditions on;
+    so no NaN, inf or huge sentinel in a masked frame can leak into any sum or product.
+    `mask` comes back as an array of `x`'s dtype.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
@@ -87,5 +88,43 @@ def check_data(
         mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)
         valid = mask > 0
     x = jnp.asarray(x)
-    x = jnp.where(valid[..., None] | jnp.isfinite(x), x, jnp.zeros((), x.dtype))
-    return x, jnp.asarray(valid, x.dtype)
+    valid = jnp.asarray(valid)
+    # A masked frame matters only as a lag of a valid frame among the next `nlags`; every
+    # other masked frame is set to 0, so that no value there (NaN, inf, a sentinel such as
+    # 1e20 or FLT_MAX) enters any arithmetic. A lag that matters keeps its finite value.
+    later = jnp.pad(valid, ((0, 0), (0, nlags)))
+    lag_of_valid = jnp.zeros_like(valid)
+    for lag in range(1, nlags + 1):
+        lag_of_valid = lag_of_valid | later[:, lag : lag + valid.shape[1]]
+    keep = valid[..., None] | (lag_of_valid[..., None] & jnp.isfinite(x))
+    x = jnp.where(keep, x, jnp.zeros((), x.dtype))
+    return x, valid.astype(x.dtype)
+
+
+def check_key(key, name: str = "key") -> None:
+    """Raise `TypeError` unless `key` is a JAX PRNG key (`jax.random.key(...)`, or the legacy
+    `jax.random.PRNGKey(...)` uint32 pair); batched keys are keys too."""
+    if _is_traced(key):
+        return
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return
+    if dtype == jnp.uint32 and getattr(key, "shape", ())[-1:] == (2,):
+        return
+    raise TypeError(
+        f"`{name}` must be a JAX random key such as `jax.random.key(0)`; got {type(key).__name__} {key!r:.60}. "
+        "(Integer seeds are accepted by `arhmm_eqx.compat`, as in the reference API.)"
+    )
+
+
+def check_integer_states(z, num_states: int, name: str = "z") -> None:
+    """Raise when concrete states hold a value outside `0 .. num_states - 1`."""
+    if _is_traced(z) or not hasattr(z, "shape"):
+        return
+    zv = np.asarray(z)
+    if zv.size and (zv.min() < 0 or zv.max() >= num_states):
+        bad = int(zv.min()) if zv.min() < 0 else int(zv.max())
+        raise ValueError(
+            f"`{name}` must hold states 0 .. {num_states - 1} (num_states = {num_states}); found {bad}. "
+            "Build states with the model's number of states."
+        )

@@ -11,9 +11,9 @@ the smoothed marginals `gamma[t, k] = p(z[t] = k | x)` and the expected transiti
 likelihood that `marginal_log_likelihood` computes (the chain runs through masked frames),
 so that EM is exact for it: every transition up to the last valid frame of the sequence
 counts, including those into masked frames of a gap (the posterior bridges the gap);
-transitions into the trailing padding carry no information and are dropped. (The
-sampler's counts of model.md, "Masking", count a transition only into a valid frame;
-both agree on data without masked gaps.) The expected AR statistics are those of
+transitions into the trailing padding carry no information and are dropped. This is the
+rule of model.md, "Masking", which the sampler's counts and `log p(z)` follow too
+(`_transitions.transition_weights`). The expected AR statistics are those of
 model.md §2 with each valid frame weighted by `gamma[t, k]` instead of a one-hot label.
 
 **M-step.** `(Ab[k], Q[k])` is the joint mode of the MNIW posterior given the expected
@@ -52,17 +52,8 @@ from ._log_posterior import dirichlet_concentrations, forward_filter, log_prior
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
-from ._transitions import floor_and_normalize
+from ._transitions import floor_and_normalize, transition_weights
 from ._viterbi import viterbi_paths
-
-
-def transition_weights(mask: Float[Array, "N T"], nlags: int) -> Float[Array, "N Tm1"]:
-    """Weight of the transition into state frame `t = 1 .. Tz-1`: 1 up to the last valid frame, 0 after."""
-    valid = mask[:, nlags:] > 0
-    Tz = valid.shape[1]
-    idx = jnp.arange(Tz, dtype=jnp.int32)
-    last = jnp.max(jnp.where(valid, idx[None, :], -1), axis=1)
-    return (idx[None, 1:] <= last[:, None]).astype(mask.dtype)
 
 
 def forward_backward(
@@ -116,8 +107,9 @@ def expected_ar_stats(
     rows, cols = np.triu_indices(AD)
     P = rows.size
     M = N * (T - nlags)
-    v = v.reshape(M, AD)
-    w = (gamma * mask[:, nlags:, None]).reshape(M, K)
+    valid = (mask[:, nlags:] > 0).reshape(M, 1)
+    v = jnp.where(valid, v.reshape(M, AD), jnp.zeros((), v.dtype))  # select: masked rows never enter
+    w = jnp.where(valid, gamma.reshape(M, K), jnp.zeros((), gamma.dtype))
     C = _chunk_size(P, M)
     num_chunks = -(-M // C)
     pad = num_chunks * C - M
@@ -145,7 +137,7 @@ def expected_stats(
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     ll = ar_log_likelihoods(x, mask, Ab, Q)
-    w = transition_weights(mask, nlags)
+    w = transition_weights(mask, nlags).astype(mask.dtype)
     log_norms, gamma, xi = jax.vmap(forward_backward, in_axes=(0, None, 0))(ll, pi, w)
     return jnp.sum(log_norms), expected_ar_stats(x, mask, gamma, nlags=nlags), jnp.sum(xi, axis=0)
 

@@ -91,7 +91,7 @@ def forward_filter_blocks(
     def block_step(carry, b):
         v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
         sq = squared_residual_norms(jnp.matmul(v, W, precision=_PRECISION), K)
-        ll = (log_norm[None, None, :] - 0.5 * sq) * mb[..., None]
+        ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
         # The exponentials are taken for the whole block at once, outside the recursion.
         m = jnp.max(ll, axis=-1)
         lik = jnp.exp(ll - m[..., None])
@@ -273,7 +273,7 @@ def _block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: 
     """Scaled emission likelihoods `exp(ll - max ll)` of one block, `(N, block, K)`; masked rows are ones."""
     v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
     sq = squared_residual_norms(jnp.matmul(v, W, precision=_PRECISION), K)
-    ll = (log_norm[None, None, :] - 0.5 * sq) * mb[..., None]
+    ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
     return jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True))
 
 

@@ -11,7 +11,7 @@ from ._model import ARHMM
 from ._params import Params
 from ._states import States
 from ._summaries import median_duration, num_states_used
-from ._transitions import resample_hdp_transitions
+from ._transitions import resample_hdp_transitions, transition_weights
 
 
 class GibbsInfo(eqx.Module):
@@ -66,7 +66,7 @@ def gibbs_sweep(
         key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk, parallel=parallel
     )
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
-    log_joint_z = jnp.sum(jnp.where(mask[:, L + 1 :] > 0, log_pz, 0.0))
+    log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
     ok = (
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
         & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))

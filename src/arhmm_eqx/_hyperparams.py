@@ -79,6 +79,14 @@ class Hyperparams(eqx.Module):
         if not isinstance(self.nu_0, jax.core.Tracer) and float(self.nu_0) <= D - 1:
             raise ValueError(f"`nu_0` must be > latent_dim - 1 = {D - 1}; got {float(self.nu_0)}.")
 
+    def astype(self, dtype) -> "Hyperparams":
+        """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""
+        names = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
+        if all(getattr(self, k).dtype == dtype for k in names):
+            return self
+        return eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
+                           [getattr(self, k).astype(dtype) for k in names])
+
     @classmethod
     def from_scales(
         cls,

@@ -9,6 +9,7 @@ from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int
 from ._lags import get_lags, pad_affine
 from ._linalg import psd_cholesky, solve_lower
+from ._transitions import transition_weights
 
 
 def discrete_stateseq_log_prob(z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"]) -> Float[Array, "*batch Tz-1"]:
@@ -40,7 +41,9 @@ def log_joint_likelihood(
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
 ) -> dict[str, Float[Array, ""]]:
-    """`{"z": sum(log_pz * mask[..., L+1:]), "x": sum(log_px * mask[..., L:])}`.
+    """`{"z": sum(log_pz * w), "x": sum(log_px * mask[..., L:])}`, with `w` the transitions
+    that count (`transition_weights`: into a valid frame, or into a masked frame followed later
+    in its sequence by a valid one; model.md, "Masking").
 
     Masked terms are dropped with `where` (equal to multiplying by the mask for finite
     values), so a NaN in a masked frame cannot leak into the sums.
@@ -49,7 +52,7 @@ def log_joint_likelihood(
     nlags = (A - 1) // D
     log_pz = discrete_stateseq_log_prob(z, pi)
     log_px = continuous_stateseq_log_prob(x, z, Ab, Q)
-    valid_z = mask[..., nlags + 1 :] > 0
+    valid_z = transition_weights(mask, nlags) > 0
     valid_x = mask[..., nlags:] > 0
     return {
         "z": jnp.sum(jnp.where(valid_z, log_pz, 0.0)),

@@ -1,10 +1,13 @@
 """`ARHMM`: hyperparameters, parameters and states in one immutable Module, with thin methods."""
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from . import _log_posterior, _log_prob, _stateseqs
-from ._checks import check_data
+from ._checks import check_data, check_integer_states, check_key, check_positive
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._hyperparams import Hyperparams
@@ -27,6 +30,30 @@ class ARHMM(eqx.Module):
     params: Params
     states: States
 
+    def __init__(self, hyperparams: Hyperparams, params: Params, states: States):
+        # Computations run in the dtype of `params`; the continuous hyperparameters follow it,
+        # so that a model is of one precision however it was built.
+        self.hyperparams = hyperparams.astype(params.Ab.dtype)
+        self.params = params
+        self.states = states
+
+    def check(self) -> "ARHMM":
+        """Validate the model however it was built and return it unchanged.
+
+        `eqx.tree_at` (the way to edit a Module, e.g. inside a larger model) skips the
+        checks of the constructors; every entry point that takes data (the methods here,
+        `gibbs_step`, `run_chain`, `run_chains`, `fit`, ...) calls `check()` first. Cheap:
+        shapes, dtypes and signs, plus the range of `z`; no scan of the data. Works on
+        batched models too (leading chain axes, as from `init_chains`).
+
+        Raises `ValueError` or `TypeError` naming the field: sizes of `Ab`, `Q`, `pi`,
+        `betas` that disagree with `hyperparams`; parameters not all of one floating dtype;
+        a hyperparameter of another dtype than the parameters; `alpha`, `gamma`, `kappa`
+        not finite and > 0; `nu_0 <= latent_dim - 1`; `z` not integer or outside `0 .. K-1`.
+        """
+        _check_model(self)
+        return self
+
     def __check_init__(self):
         hp, p = self.hyperparams, self.params
         got = (p.num_states, p.latent_dim, p.Ab.shape[2])
@@ -39,17 +66,21 @@ class ARHMM(eqx.Module):
     @classmethod
     def from_prior(cls, hyperparams: Hyperparams, x: Float[Array, "N T D"], mask, *, key: PRNGKeyArray) -> "ARHMM":
         """Draw parameters from the prior, then states from their conditional given `x`."""
+        check_key(key)
         x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return _from_prior(hyperparams, x, mask, key)
 
     @classmethod
     def from_params(cls, hyperparams: Hyperparams, params: Params, x, mask, *, key: PRNGKeyArray) -> "ARHMM":
         """Keep `params` and draw the states from their conditional given `x`."""
+        check_key(key)
         x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return _from_params(hyperparams, params, x, mask, key)
 
     def _data(self, x, mask):
+        self.check()
         x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
+        check_states_fit_data(self.states.z, x, self.hyperparams.nlags)
         dtype = self.params.Ab.dtype
         return x.astype(dtype), mask.astype(dtype)
 
@@ -69,10 +100,11 @@ class ARHMM(eqx.Module):
         bounds memory for long datasets; the samples are the same. `parallel`: use the
         parallel-in-time filter and sampler (for GPUs; same samples, `K` times the memory).
         """
-        from ._run import gibbs_step
+        from ._run import checked_gibbs_step
 
-        self._data(x, mask)  # eager checks: clear errors before anything is traced
-        model, _ = gibbs_step(
+        check_key(key)
+        x, mask = self._data(x, mask)  # the checks, once: clear errors before anything is traced
+        model, _ = checked_gibbs_step(
             key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
         )
         return model
@@ -125,6 +157,8 @@ class ARHMM(eqx.Module):
         `nlags` frames standard normal) and `z` of shape `(N, T - nlags)`."""
         if num_frames <= self.hyperparams.nlags:
             raise ValueError(f"`num_frames` must be > nlags = {self.hyperparams.nlags}; got {num_frames}.")
+        check_key(key)
+        self.check()
         p = self.params
         return _simulate_jit(key, p.pi, p.Ab, p.Q, num_sequences, num_frames)
 
@@ -170,3 +204,59 @@ def _from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
     z = _stateseqs.resample_discrete_stateseqs(key_states, x, mask, Ab, Q, pi)
     return ARHMM(hyperparams, params, States(z=z))
 
+
+
+def check_states_fit_data(z, x, nlags: int) -> None:
+    """`z` must have shape `(N, T - nlags)` for `x` of shape `(N, T, D)` (batch axes before)."""
+    N, T = x.shape[0], x.shape[1]
+    if tuple(z.shape[-2:]) != (N, T - nlags):
+        raise ValueError(
+            f"the model's states `z` have shape {tuple(z.shape[-2:])} but `x` of shape {tuple(x.shape)} needs "
+            f"(N, T - nlags) = {(N, T - nlags)}. Pass the data the model was built on, or build the model "
+            "for these data (`ARHMM.from_prior` / `from_params`)."
+        )
+
+
+def _check_model(model: ARHMM) -> None:
+    hp, p, z = model.hyperparams, model.params, model.states.z
+    K, D, A = hp.num_states, hp.latent_dim, hp.ar_dim
+    if p.Ab.ndim < 3:
+        raise ValueError(f"`params.Ab` must have shape (K, D, A); got {p.Ab.shape}.")
+    batch = tuple(p.Ab.shape[:-3])
+    expected = {"Ab": (K, D, A), "Q": (K, D, D), "pi": (K, K), "betas": (K,)}
+    for name, shape in expected.items():
+        got = tuple(getattr(p, name).shape)
+        if got != batch + shape:
+            raise ValueError(
+                f"`params.{name}` has shape {got} but the hyperparameters (num_states={K}, latent_dim={D}, "
+                f"nlags={hp.nlags}) need {batch + shape}. To change the number of states or lags, build new "
+                "`Hyperparams` and a new model rather than editing the parameters with `eqx.tree_at`."
+            )
+    dtype = p.Ab.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`params.Ab` must be floating-point; got {dtype}.")
+    for name in ("Q", "pi", "betas"):
+        if getattr(p, name).dtype != dtype:
+            raise TypeError(f"`params.{name}` is {getattr(p, name).dtype} but `params.Ab` is {dtype}: "
+                            "every parameter must have one floating dtype.")
+    hp_shapes = {"alpha": (), "gamma": (), "kappa": (), "nu_0": (), "S_0": (D, D), "M_0": (D, A), "K_0": (A, A)}
+    for name, shape in hp_shapes.items():
+        leaf = getattr(hp, name)
+        if tuple(leaf.shape) not in (shape, batch + shape):
+            raise ValueError(f"`hyperparams.{name}` has shape {tuple(leaf.shape)}; expected {shape}.")
+        if leaf.dtype != dtype:
+            raise TypeError(
+                f"`hyperparams.{name}` is {leaf.dtype} but the parameters are {dtype}: a model computes in one "
+                f"precision. Set it as an array of {dtype} (e.g. `jnp.asarray(value, jnp.{dtype})`)."
+            )
+    check_positive("hyperparams.alpha", hp.alpha)
+    check_positive("hyperparams.gamma", hp.gamma)
+    check_positive("hyperparams.kappa", hp.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
+    nu_0 = hp.nu_0
+    if not isinstance(nu_0, jax.core.Tracer) and not np.all(np.asarray(nu_0) > D - 1):
+        raise ValueError(f"`hyperparams.nu_0` must be > latent_dim - 1 = {D - 1}; got {np.asarray(nu_0).tolist()}.")
+    if not jnp.issubdtype(z.dtype, jnp.integer):
+        raise TypeError(f"`states.z` must be an integer array; got {z.dtype}.")
+    if z.ndim != len(batch) + 2:
+        raise ValueError(f"`states.z` must have shape {batch} + (N, T - nlags); got {tuple(z.shape)}.")
+    check_integer_states(z, K, "states.z")

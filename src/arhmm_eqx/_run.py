@@ -6,10 +6,10 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jax import lax
 
-from ._checks import check_data
+from ._checks import check_data, check_key
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo, gibbs_sweep
-from ._model import ARHMM
+from ._model import ARHMM, check_states_fit_data
 
 
 _NOT_FINITE_MSG = (
@@ -18,7 +18,6 @@ _NOT_FINITE_MSG = (
 )
 
 
-@eqx.filter_jit
 def gibbs_step(
     key: PRNGKeyArray,
     model: ARHMM,
@@ -32,14 +31,26 @@ def gibbs_step(
     """One Gibbs sweep of `model` (BlackJAX-shaped: key first, returns `(model, info)`).
 
     Compiled once per shape: `kappa` and every other hyperparameter are array leaves, so
-    it can be vmapped over models with different hyperparameters. Shapes are checked at
-    trace time and values through `eqx.error_if`. `sequence_chunk`: filter and sample the
-    states this many sequences at a time, to bound memory (same samples). `parallel`:
-    filter and sample the states with parallel-in-time scans (for GPUs; same samples,
-    `K` times the memory of the sequential filter).
+    it can be vmapped over models with different hyperparameters. The model and the data
+    are checked first (`ARHMM.check`, `x`/`mask` values; under an outer `jit` the value
+    checks go through `eqx.error_if`). `sequence_chunk`: filter and sample the states this
+    many sequences at a time, to bound memory (same samples). `parallel`: filter and sample
+    the states with parallel-in-time scans (for GPUs; same samples, `K` times the memory of
+    the sequential filter).
     """
+    check_key(key)
+    model.check()
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    check_states_fit_data(model.states.z, x, hp.nlags)
+    return checked_gibbs_step(
+        key, model, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
+    )
+
+
+@eqx.filter_jit
+def checked_gibbs_step(key, model: ARHMM, x, mask, *, states_only=False, sequence_chunk=None, parallel=False):
+    """`gibbs_step` on a model and data already checked (`ARHMM.resample` checks them once)."""
     dtype = model.params.Ab.dtype
     return gibbs_sweep(
         key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only, sequence_chunk=sequence_chunk,
@@ -133,8 +144,11 @@ def run_chain(
     length `num_iters // thin` (sample `j` is the model after sweep `(j + 1) * thin`).
     """
     check_thin(num_iters, thin)
+    check_key(key)
+    model.check()
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    check_states_fit_data(model.states.z, x, hp.nlags)
     dtype = model.params.Ab.dtype
     start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
     if thin is None:

@@ -9,13 +9,27 @@ from ._distributions import sample_dirichlet
 from ._table_counts import sample_override_table_counts
 
 
+def transition_weights(mask: Float[Array, "N T"], nlags: int) -> Float[Array, "N Tzm1"]:
+    """Which transitions count (model.md, "Masking"): weight 1 for the transition into state
+    frame `t = 1 .. Tz-1` (frame `t + nlags` of `x`) when that frame is valid or is followed
+    later in the same sequence by a valid frame, 0 in the trailing padding after the last one.
+
+    States inside an interior or leading gap are part of the chain the state step samples,
+    so their transitions count; the states after the last valid frame touch nothing else and
+    are left out, which marginalises them exactly.
+    """
+    valid = mask[:, nlags + 1 :] > 0
+    # A reversed running maximum: 1 where this frame or a later one is valid.
+    later_valid = jax.lax.cummax(valid.astype(jnp.int32), axis=1, reverse=True) > 0
+    return later_valid.astype(jnp.result_type(float))
+
+
 def count_transitions(
     z: Int[Array, "N Tz"], mask: Float[Array, "N T"], *, num_states: int, nlags: int
 ) -> Float[Array, "K K"]:
-    """Masked transition counts `n[i, j]`: a transition `z[t-1] -> z[t]` counts when the
-    frame of `z[t]` (frame `t + nlags` of `x`) is valid (model.md, "Masking")."""
+    """Transition counts `n[i, j]` over the transitions that count (`transition_weights`)."""
     K = num_states
-    weights = mask[:, nlags + 1 :].astype(jnp.result_type(float))
+    weights = transition_weights(mask, nlags)
     idx = z[:, :-1] * K + z[:, 1:]
     counts = jax.ops.segment_sum(weights.reshape(-1), idx.reshape(-1), num_segments=K * K)
     return counts.reshape(K, K)
