@@ -72,7 +72,7 @@ def test_unbatch_recovers_frame_indices(segment_length, overlap):
 def test_overlaps_taken_away_from_segment_edges(segment_length, overlap):
     recs = _recordings(1, lengths=(97, 64), gaps=False)
     ds = ae.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
-    overlap = L + segment_length // 10 if overlap is None else overlap
+    overlap = L if overlap is None else overlap
     for r, name in enumerate(ds.names):
         segs = [s for s in ds.segments if s.recording == r]
         stride = segment_length - overlap
@@ -179,3 +179,21 @@ def test_load_recordings(tmp_path):
     np.savez(tmp_path / "mixed.npz", a=np.zeros((5, 2)), b=np.zeros((5, 3)))
     with pytest.raises(ValueError, match=r"mixed.npz.*same number of dimensions"):
         ae.load_recordings(tmp_path / "mixed.npz")
+
+
+@pytest.mark.parametrize("segment_length, overlap", [(20, None), (20, L), (20, 6), (37, 11)])
+def test_duplicated_frames_counts_the_overlap_beyond_the_lags(segment_length, overlap):
+    """With the default overlap (nlags) every valid frame carries a state in exactly one row;
+    a larger one puts `overlap - nlags` frames per cut into two rows."""
+    recs = _recordings(1, lengths=(97, 64), gaps=False)
+    ds = ae.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
+    mask = np.asarray(ds.mask) > 0
+    with_state = {name: np.zeros(n, int) for name, n in zip(ds.names, ds.lengths)}
+    for row, seg in enumerate(ds.segments):
+        n = seg.stop - seg.start
+        with_state[ds.names[seg.recording]][seg.start + L : seg.stop] += mask[row, L:n]
+    twice = sum(int(np.sum(c == 2)) for c in with_state.values())
+    assert all(c.max() <= 2 for c in with_state.values())
+    assert ds.duplicated_frames == twice
+    cuts = len(ds.segments) - len(ds.names)
+    assert twice == cuts * ((L if overlap is None else overlap) - L)

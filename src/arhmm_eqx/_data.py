@@ -48,6 +48,21 @@ class Dataset(eqx.Module):
             raise ValueError(f"`segments` has {len(self.segments)} entries but `x` has {self.x.shape[0]} rows.")
 
     @property
+    def duplicated_frames(self) -> int:
+        """Valid frames that carry a state in two rows: the part of a segment overlap beyond the
+        `nlags` lag-only frames of the later segment. The sampler treats rows as independent
+        sequences, so each of these frames enters the likelihood twice; 0 with the default
+        `overlap = nlags`, where every frame carries a state in exactly one row."""
+        mask = np.asarray(self.mask) > 0
+        count = 0
+        for (ra, a), (rb, b) in zip(enumerate(self.segments), list(enumerate(self.segments))[1:]):
+            if a.recording != b.recording or b.start + self.nlags >= a.stop:
+                continue
+            lo, hi = b.start + self.nlags, a.stop  # frames with a state in both rows
+            count += int(np.sum(mask[ra, lo - a.start : hi - a.start] & mask[rb, lo - b.start : hi - b.start]))
+        return count
+
+    @property
     def num_sequences(self) -> int:
         """`N`, the number of rows (segments)."""
         return self.x.shape[0]
@@ -182,10 +197,16 @@ def prepare_recordings(
     - `segment_length`: cut recordings longer than this into rows of this many frames
       (bounds the padding and lets long recordings be processed in parallel). `None`:
       one row per recording, padded to the longest.
-    - `overlap`: frames shared by consecutive segments, `nlags <= overlap < segment_length`
-      (every frame after the first `nlags` then carries a state in some row). Default
-      `nlags + segment_length // 10`, so that a tenth of a segment is inferred twice and
-      `Dataset.unbatch` can keep each frame from the segment where it is far from an edge.
+    - `overlap`: frames shared by consecutive segments, `nlags <= overlap < segment_length`.
+      The first `nlags` frames of a segment are lag-only context: they carry no state there,
+      and the regressors of the frames after them are complete, so with the default
+      `overlap = nlags` every frame carries a state in exactly one row and enters the
+      likelihood once (the only approximation of cutting is that each segment's chain starts
+      afresh, with a uniform first state, instead of continuing the previous segment's). A
+      larger overlap buys state estimates near the cuts from a segment that sees both sides
+      (`Dataset.unbatch` keeps each frame from the row where it is farthest from a cut), at the
+      price of `overlap - nlags` frames per cut inferred twice and counted twice by the
+      sampler (`Dataset.duplicated_frames` says how many).
     - `dtype`: floating dtype of `x` and `mask`.
 
     **Returns:**
@@ -198,7 +219,7 @@ def prepare_recordings(
         raise ValueError(f"`nlags` must be an integer >= 1; got {nlags!r}.")
     if segment_length is not None:
         if overlap is None:
-            overlap = nlags + segment_length // 10
+            overlap = nlags
         if not (isinstance(segment_length, int) and isinstance(overlap, int) and nlags <= overlap < segment_length):
             raise ValueError(
                 f"need integers with nlags <= overlap < segment_length; got nlags = {nlags}, overlap = {overlap}, "
