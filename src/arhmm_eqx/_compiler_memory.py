@@ -8,9 +8,11 @@ follows (1.43 GiB instead of 0.96 GiB for the 720,000-frame, 100-state benchmark
 compilations that took at least `TRIM_MIN_COMPILE_SECONDS` (a sweep takes seconds; the many
 small programs of eager code take milliseconds and leave little behind).
 
-It is on by default; `release_memory_after_compile(False)`, or the environment variable
-`ARHMM_EQX_MALLOC_TRIM=0` read at import, turns it off. It is process-wide: it also trims
-after long compilations that are not ours. On systems without glibc it does nothing.
+The listener is process-wide (it also trims after long compilations that are not ours), so
+`import arhmm_eqx` does not install it: the fit loop (`fit`, `resume`) and the command line
+do, and so does a call of `release_memory_after_compile`. Once installed it is on by default;
+`release_memory_after_compile(False)`, or the environment variable `ARHMM_EQX_MALLOC_TRIM=0`
+read when it is installed, turns it off. On systems without glibc it does nothing.
 
 **Memory mappings.** Every compiled XLA CPU program holds a few memory mappings (its code and
 data) for as long as JAX caches it; a Gibbs sweep holds dozens. Linux caps the mappings of a

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from . import _compiler_memory  # noqa: F401  (the fit loop installs the compile listener)
 from ._checkpoint import (
     CheckpointError,
     _key_meta as key_meta,
