@@ -9,6 +9,9 @@ import random
 # corruption on many-core hosts. One OpenBLAS thread per call removes the nesting; it must be
 # set before OpenBLAS is loaded.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# `fit` keeps compiled programs on disk by default; the tests stay hermetic (test_compile_cache
+# turns it on in fresh processes with a temporary folder).
+os.environ["ARHMM_EQX_COMPILE_CACHE"] = "0"
 
 import jax
 import jax.random as jr

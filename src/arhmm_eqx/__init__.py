@@ -46,6 +46,8 @@ _LAZY = {
     "load_moseq_model": ("_checkpoint", "load_moseq_model"),
     "save_checkpoint": ("_checkpoint", "save_checkpoint"),
     "save_moseq_model": ("_checkpoint", "save_moseq_model"),
+    "default_cache_dir": ("_compile_cache", "default_cache_dir"),
+    "use_compilation_cache": ("_compile_cache", "use_compilation_cache"),
     "release_memory_after_compile": ("_compiler_memory", "release_memory_after_compile"),
     "Dataset": ("_data", "Dataset"),
     "Standardizer": ("_data", "Standardizer"),

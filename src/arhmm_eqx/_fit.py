@@ -19,10 +19,11 @@ from ._checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from ._checks import check_data
+from ._checks import check_data, check_key
+from ._compile_cache import use_compilation_cache
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo
-from ._model import ARHMM
+from ._model import ARHMM, check_states_fit_data
 from ._run import _scan_chain
 
 
@@ -119,6 +120,7 @@ def fit(
     sequence_chunk: int | None = None,
     parallel: bool = False,
     metadata: dict | None = None,
+    compile_cache: bool | str | os.PathLike = True,
 ) -> FitResult:
     """Run `num_iters` Gibbs sweeps for long fits: the same chain as `run_chain(key, model, x,
     mask, num_iters, start_iter=start_iter)`, bit for bit, run in chunks of compiled sweeps.
@@ -139,16 +141,21 @@ def fit(
     - `chunk_size`: sweeps per compiled call (default 10; lowered to a divisor of `save_every`).
     - `states_only`, `sequence_chunk`, `parallel`: as in `gibbs_step`.
     - `metadata`: JSON-serialisable dict stored in every checkpoint.
+    - `compile_cache`: keep compiled programs on disk, so that a second fit (or resume, or
+      command-line call) with the same shapes compiles nothing: True uses the folder of
+      `ARHMM_EQX_COMPILE_CACHE` or `~/.cache/arhmm_eqx/jax` (see `use_compilation_cache`), a
+      path uses that folder, False leaves JAX's configuration alone. Process-wide.
 
     **Returns:** a `FitResult`.
     """
     return _fit(model, x, mask, key=key, num_iters=num_iters, start_iter=start_iter, checkpoint_dir=checkpoint_dir,
                 save_every=save_every, progress=progress, chunk_size=chunk_size, states_only=states_only,
-                sequence_chunk=sequence_chunk, parallel=parallel, metadata=metadata, history=None)
+                sequence_chunk=sequence_chunk, parallel=parallel, metadata=metadata, history=None,
+                compile_cache=compile_cache)
 
 
 def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_every, progress, chunk_size,
-         states_only, sequence_chunk, parallel, metadata, history) -> FitResult:
+         states_only, sequence_chunk, parallel, metadata, history, compile_cache=True) -> FitResult:
     from tqdm import tqdm
 
     _check_count("num_iters", num_iters, 1, allow_none=False)
@@ -161,8 +168,13 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
         raise TypeError(f"`model` must be an `ARHMM` (e.g. from `ARHMM.from_prior`); got {type(model).__name__}.")
     if model.params.Ab.ndim != 3:
         raise ValueError("`fit` runs one chain; for a batch of models use `run_chains`.")
+    check_key(key)
+    model.check()
     hp = model.hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # once, not per chunk
+    check_states_fit_data(model.states.z, x, hp.nlags)
+    if compile_cache is not False:
+        use_compilation_cache(None if compile_cache is True else compile_cache)
     dtype = model.params.Ab.dtype
     x, mask = x.astype(dtype), mask.astype(dtype)
     chunk = _chunk_length(chunk_size, save_every, num_iters)
@@ -230,6 +242,7 @@ def resume(
     sequence_chunk: int | None | str = "saved",
     parallel: bool | None = None,
     metadata: dict | None = None,
+    compile_cache: bool | str | os.PathLike = True,
 ) -> FitResult:
     """Continue a chain from a checkpoint: `num_iters` more sweeps with the saved key, from the
     saved iteration, so that fit-then-resume is the uninterrupted chain bit for bit.
@@ -263,5 +276,5 @@ def resume(
     parallel = saved["parallel"] if parallel is None else parallel
     return _fit(model, x, mask, key=meta["key"], num_iters=num_iters, start_iter=meta["iteration"],
                 checkpoint_dir=checkpoint_dir, save_every=save_every, progress=progress, chunk_size=chunk_size,
-                states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel,
+                states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel, compile_cache=compile_cache,
                 metadata=meta["user"] if metadata is None else metadata, history=meta["infos"])
