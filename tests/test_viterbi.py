@@ -27,6 +27,26 @@ def _model(seed, dtype):
     return ae.ARHMM(hp, params, ae.States(z=jnp.zeros((N, TZ), jnp.int32))), x, jnp.asarray(MASK, dtype)
 
 
+def _viterbi_with_backpointers(ll, pi):
+    """The textbook kernel (one sequence): max and argmax over `(K, K)` per frame, back-pointers
+    stored, then followed. An oracle for the library's, which stores scores only."""
+    log_pi = jnp.log(pi)
+
+    def forward(score, ll_t):
+        cand = score[:, None] + log_pi
+        score = jnp.max(cand, axis=0) + ll_t
+        return score - jnp.max(score), jnp.argmax(cand, axis=0).astype(jnp.int32)
+
+    score_last, backs = jax.lax.scan(forward, ll[0] - jnp.max(ll[0]), ll[1:])
+    z_last = jnp.argmax(score_last).astype(jnp.int32)
+    _, z_rest = jax.lax.scan(lambda z, b: (b[z], b[z]), z_last, backs, reverse=True)
+    return jnp.concatenate([z_rest, z_last[None]])
+
+
+def _one(ll, pi):
+    return _viterbi.viterbi_from_ll(ll[None], pi)[0]
+
+
 def _best_path(ll, pi):
     """The most likely path by enumeration, and the gap to the second best (log scale)."""
     _, _, probs = enumerate_paths(ll, pi)
@@ -56,7 +76,7 @@ def test_most_likely_states_match_enumeration(seed):
 def test_viterbi_from_ll_matches_enumeration_float32():
     """The kernel on random log-likelihoods (float32), including rows zeroed by a mask."""
     pi = random_model(jr.key(3), K, D, L, jnp.float32)[2]
-    fn = jax.jit(_viterbi.viterbi_path_from_ll)
+    fn = jax.jit(_one)
     rng = np.random.default_rng(0)
     for trial in range(10):
         ll = rng.normal(size=(7, K)) * 2.0 - 3.0
@@ -73,7 +93,7 @@ def test_viterbi_is_not_the_marginal_argmax():
     with jax.enable_x64(True):
         pi = jnp.asarray([[0.9, 0.1], [0.1, 0.9]], jnp.float64)
         ll = jnp.asarray([[0.0, -0.2], [-1.5, 0.0], [0.0, -0.2], [0.0, -2.0], [-1.5, 0.0]], jnp.float64)
-        z = np.asarray(_viterbi.viterbi_path_from_ll(ll, pi))
+        z = np.asarray(_one(ll, pi))
         log_z, marginals, probs = enumerate_paths(np.asarray(ll), np.asarray(pi))
         paths = all_paths(2, 5)
         np.testing.assert_array_equal(z, paths[np.argmax(probs)])
@@ -95,3 +115,22 @@ def test_bad_input_is_reported():
         model.most_likely_states(x[0], mask)
     with pytest.raises(ValueError, match="`mask` must have shape"):
         model.most_likely_states(x, mask[:, 1:])
+
+
+@pytest.mark.parametrize("K_big, ties", [(7, False), (5, True)])
+def test_same_paths_as_stored_backpointers(K_big, ties):
+    """The same paths, ties included, as the kernel that stores every back-pointer (float32,
+    several sequences with masked rows; with `ties`, the log-likelihoods take few distinct
+    values so that equal scores happen)."""
+    rng = np.random.default_rng(K_big)
+    pi = rng.dirichlet(np.ones(K_big), size=K_big) * 0.5 + 0.5 * np.eye(K_big)
+    if ties:
+        pi = np.full((K_big, K_big), 1.0 / K_big)
+        ll = rng.integers(-2, 1, size=(6, 40, K_big)).astype(np.float32)
+    else:
+        ll = (rng.normal(size=(6, 40, K_big)) * 3.0).astype(np.float32)
+    ll[rng.random((6, 40)) < 0.2] = 0.0
+    pi = jnp.asarray(pi, jnp.float32)
+    got = np.asarray(jax.jit(_viterbi.viterbi_from_ll)(jnp.asarray(ll), pi))
+    want = np.stack([np.asarray(jax.jit(_viterbi_with_backpointers)(jnp.asarray(row), pi)) for row in ll])
+    np.testing.assert_array_equal(got, want)

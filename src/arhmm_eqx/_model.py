@@ -77,10 +77,11 @@ class ARHMM(eqx.Module):
         x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return _from_params(hyperparams, params, x, mask, key)
 
-    def _data(self, x, mask):
+    def _data(self, x, mask, *, uses_states: bool = False):
         self.check()
         x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
-        check_states_fit_data(self.states.z, x, self.hyperparams.nlags)
+        if uses_states:  # the states must be those of these data; other methods apply to any data
+            check_states_fit_data(self.states.z, x, self.hyperparams.nlags)
         dtype = self.params.Ab.dtype
         return x.astype(dtype), mask.astype(dtype)
 
@@ -103,7 +104,7 @@ class ARHMM(eqx.Module):
         from ._run import checked_gibbs_step
 
         check_key(key)
-        x, mask = self._data(x, mask)  # the checks, once: clear errors before anything is traced
+        x, mask = self._data(x, mask, uses_states=True)  # the checks, once, before anything is traced
         model, _ = checked_gibbs_step(
             key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
         )
@@ -112,7 +113,7 @@ class ARHMM(eqx.Module):
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
         """`{"x": log p(x | z, Ab, Q), "z": log p(z | pi)}` with the masking of model.md."""
         p = self.params
-        return _log_joint_jit(*self._data(x, mask), self.states.z, p.pi, p.Ab, p.Q)
+        return _log_joint_jit(*self._data(x, mask, uses_states=True), self.states.z, p.pi, p.Ab, p.Q)
 
     def marginal_log_likelihood(self, x, mask) -> Float[Array, ""]:
         """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out)."""
@@ -148,7 +149,7 @@ class ARHMM(eqx.Module):
     def state_cross_likelihoods(self, x, mask) -> Float[Array, "K K"]:
         """Cross-likelihoods between states (Wiltschko et al. 2015); see `compat.log_prob`."""
         p = self.params
-        return _cross_jit(*self._data(x, mask), self.states.z, p.Ab, p.Q)
+        return _cross_jit(*self._data(x, mask, uses_states=True), self.states.z, p.Ab, p.Q)
 
     def simulate(
         self, num_sequences: int, num_frames: int, *, key: PRNGKeyArray

@@ -8,7 +8,6 @@ gap they bridge the valid frames on either side, and in trailing padding they fo
 most likely transitions. `fill_value` replaces them when only the valid frames matter.
 """
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -16,33 +15,34 @@ from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int
 
 
-def viterbi_path_from_ll(ll: Float[Array, "Tz K"], pi: Float[Array, "K K"]) -> Int[Array, " Tz"]:
-    """The most likely path of one sequence given its masked log-likelihoods `ll` `(Tz, K)`.
+def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Int[Array, "N Tz"]:
+    """The most likely path of every sequence given its masked log-likelihoods `ll` `(N, Tz, K)`.
 
-    Max-product forward pass storing back-pointers `(Tz, K)`, then a backward pass that
-    follows them. The scores are shifted by their maximum at every step (which changes no
-    argmax) so that they stay of order one in float32 however long the sequence is. Ties
-    go to the lowest state index.
+    Max-product forward pass over all sequences at once, keeping only the scores `(N, Tz, K)`
+    (no back-pointers: each step is a max over `(N, K, K)`, without the argmax); then a
+    backward pass that recomputes the back-pointer of the path alone, `argmax_i (score_t[i] +
+    log pi[i, z_{t+1}])`, from the same numbers the forward max saw, so it is the pointer the
+    forward pass would have stored (`O(K)` per frame instead of `O(K^2)`). The scores are
+    shifted by their maximum at every step (which changes no argmax) so that they stay of
+    order one in float32 however long the sequence is. Ties go to the lowest state index.
     """
-    Tz, K = ll.shape
-    log_pi = jnp.log(pi)
+    log_pi_T = jnp.log(pi).T  # log_pi_T[j, i] = log pi[i, j]: the max runs over the last axis
 
     def forward(score, ll_t):
-        cand = score[:, None] + log_pi  # cand[i, j]: best path ending in i, then i -> j
-        back = jnp.argmax(cand, axis=0).astype(jnp.int32)
-        score = jnp.max(cand, axis=0) + ll_t
-        return score - jnp.max(score), back
+        best = jnp.max(score[:, None, :] + log_pi_T[None], axis=-1)  # (N, K): best path into j
+        new = best + ll_t
+        return new - jnp.max(new, axis=-1, keepdims=True), score
 
-    score0 = ll[0] - jnp.max(ll[0])  # the uniform initial log-probability is a constant shift
-    score_last, backs = lax.scan(forward, score0, ll[1:])
-    z_last = jnp.argmax(score_last).astype(jnp.int32)
+    score0 = ll[:, 0] - jnp.max(ll[:, 0], axis=-1, keepdims=True)  # uniform start: a constant shift
+    score_last, scores = lax.scan(forward, score0, jnp.swapaxes(ll[:, 1:], 0, 1))  # scores[t]: score_t
+    z_last = jnp.argmax(score_last, axis=-1).astype(jnp.int32)
 
-    def backward(z_next, back_t):
-        z_t = back_t[z_next]
+    def backward(z_next, score_t):
+        z_t = jnp.argmax(score_t + log_pi_T[z_next], axis=-1).astype(jnp.int32)
         return z_t, z_t
 
-    _, z_rest = lax.scan(backward, z_last, backs, reverse=True)
-    return jnp.concatenate([z_rest, z_last[None]])
+    _, z_rest = lax.scan(backward, z_last, scores, reverse=True)  # (Tz - 1, N)
+    return jnp.concatenate([jnp.swapaxes(z_rest, 0, 1), z_last[:, None]], axis=1)
 
 
 def viterbi_paths(
@@ -54,9 +54,9 @@ def viterbi_paths(
     *,
     fill_value: int | None = -1,
 ) -> Int[Array, "N Tz"]:
-    """The most likely state path of every sequence (a `vmap` of `viterbi_path_from_ll`).
+    """The most likely state path of every sequence (`viterbi_from_ll`).
 
-    Memory: the log-likelihoods and the back-pointers, `2 N Tz K` numbers.
+    Memory: the log-likelihoods and the forward scores, `2 N Tz K` numbers.
 
     **Returns:** `z` of shape `(N, T - nlags)`, int32; masked frames hold `fill_value`
     unless it is `None`, in which case they keep the states of the most likely path.
@@ -64,7 +64,7 @@ def viterbi_paths(
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     ll = ar_log_likelihoods(x, mask, Ab, Q)
-    z = jax.vmap(viterbi_path_from_ll, in_axes=(0, None))(ll, pi)
+    z = viterbi_from_ll(ll, pi)
     if fill_value is None:
         return z
     return jnp.where(mask[:, nlags:] > 0, z, jnp.asarray(fill_value, jnp.int32))
