@@ -255,17 +255,9 @@ def load_recordings(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"cannot read {path!r}: expected a .npz, .h5 or .hdf5 file; got extension {ext!r}.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"recordings file {path!r} does not exist.")
-    if ext == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            recs = {name: f[name] for name in f.files}
-    else:
-        try:
-            import h5py
-        except ImportError as e:
-            raise ImportError("reading .h5 files needs h5py: `pip install h5py` (or 'arhmm_eqx[hdf5]').") from e
-        recs = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: recs.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+    from ._files import read_arrays
+
+    recs = read_arrays(path)
     if not recs:
         raise ValueError(f"{path!r} holds no arrays.")
     try:
