@@ -235,3 +235,31 @@ def test_files_are_checked_and_errors_are_one_line(fitted, tmp_path, capsys):
         assert main(["apply", str(fit), str(fitted / "data.npz"), "--out", out]) == 1
         _one_line_error(capsys, "standardizer.npz")
     assert not os.path.exists(out)
+
+
+@pytest.mark.slow  # a separate process that imports JAX and compiles
+def test_ctrl_c_while_compiling_exits_130_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _recordings(tmp_path / "data.npz")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "arhmm_eqx", "fit", str(tmp_path / "data.npz"), "--out", str(out),
+                             "--num-states", "20", "--nlags", "2", "--iters", "100000", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "checkpoints" / "ckpt_000000.json").exists():  # written just before the sweep compiles
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err, err
+    if "saved" in err:  # only a checkpoint that exists is claimed
+        name = err.split("checkpoint ")[1].split()[0]
+        assert ae.load_checkpoint(out / "checkpoints" / name)[1]["iteration"] >= 0
