@@ -525,5 +525,10 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `arhmm-eqx` console script: `main` with the exit of `_exit`."""
     _exit(main())
+
+
+if __name__ == "__main__":
+    cli()
