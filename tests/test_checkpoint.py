@@ -1,5 +1,6 @@
 """Checkpoints: round trips, atomic writes, damaged files, and the reference dict model as .npz/.h5."""
 
+import io
 import json
 import os
 
@@ -186,3 +187,95 @@ def test_moseq_model_errors(model, tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="cannot read a model from"):
         ae.load_moseq_model(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("edit", ["key", "states_only", "iteration", "trace_length", "rename", "swap"])
+def test_metadata_is_bound_to_the_leaves(model, tmp_path, edit):
+    """Editing the .json (key, sweep options, iteration), renaming a pair or pairing one file with
+    another checkpoint's reads as damage: the chain is never continued from mismatched files."""
+    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0), infos=_trace(1))
+    path = ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0), infos=_trace(2),
+                              sweep_options={"states_only": False, "sequence_chunk": None, "parallel": False})
+    meta = json.loads(path.read_text())
+    if edit == "key":
+        meta["key"]["data"][-1] += 1
+    elif edit == "states_only":
+        meta["sweep_options"]["states_only"] = True
+    elif edit == "iteration":
+        meta["iteration"] = 5
+    elif edit == "trace_length":
+        meta["trace_length"] = 1
+    if edit in ("key", "states_only", "iteration", "trace_length"):
+        path.write_text(json.dumps(meta))
+        bad = path
+    elif edit == "rename":  # both files of ckpt 2 renamed to ckpt 5 (checksum intact, name wrong)
+        for suffix in (".eqx", ".json"):
+            os.replace(path.with_suffix(suffix), tmp_path / f"ckpt_000005{suffix}")
+        bad = tmp_path / "ckpt_000005.json"
+    else:  # the .eqx of another chain (seed 7) beside this .json
+        trace = jtu.tree_map(lambda a: a[::-1], _trace(2))
+        other = ae.save_checkpoint(tmp_path / "other", model, iteration=2, key=jr.key(7), infos=trace)
+        os.replace(other.with_suffix(".eqx"), path.with_suffix(".eqx"))
+        bad = path
+    with pytest.raises(ae.CheckpointError, match="corrupt or truncated") as err:
+        ae.load_checkpoint(bad)
+    assert bad.name in str(err.value)
+    with pytest.warns(RuntimeWarning, match=f"skipping {bad.name}"):
+        assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+
+
+def test_unreadable_metadata_is_skipped(model, tmp_path):
+    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
+    path = ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
+    for text in (b"\xff\xfe not utf-8", b"[1, 2]", b'{"format": "arhmm_eqx checkpoint"}'):
+        path.write_bytes(text)
+        with pytest.warns(RuntimeWarning, match="skipping ckpt_000002.json"):
+            assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+
+
+@pytest.mark.parametrize(
+    "name, state, change, message",
+    [
+        ("params/Ab", 1, lambda a: a * np.nan, "params/Ab of state 1 holds NaN or inf"),
+        ("params/Ab", 0, lambda a: a + np.inf, "params/Ab of state 0 holds NaN or inf"),
+        ("params/Q", 2, lambda a: a * np.nan, "params/Q of state 2 holds NaN or inf"),
+        ("params/Q", 1, lambda a: a * 0, "params/Q of state 1 is not positive definite"),
+        ("params/Q", 0, lambda a: a + np.array([[0, 1], [0, 0]]), "params/Q of state 0 is not symmetric"),
+        ("params/Q", 2, lambda a: a - 10 * np.eye(D), "params/Q of state 2 is not positive definite"),
+        ("params/pi", 1, lambda a: a - 1, "params/pi of state 1 .*negative"),
+        ("params/pi", 0, lambda a: a * 2, "params/pi of state 0 .*sums to 2"),
+        ("params/pi", 2, lambda a: a * 0.1, "params/pi of state 2 .*sums to 0.1"),
+    ],
+)
+def test_model_file_is_checked_before_use(model, tmp_path, name, state, change, message):
+    path = ae.save_moseq_model(tmp_path / "model.npz", model)
+    with np.load(path) as f:
+        flat = {k: f[k] for k in f.files}
+    flat[name] = flat[name].copy()
+    flat[name][state] = change(flat[name][state])
+    np.savez(path, **flat)
+    with pytest.raises(ValueError, match=message) as err:
+        ae.load_moseq_model(path)
+    assert "model.npz" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_npz_files_are_checked_before_loading(model, tmp_path):
+    """Not a zip, empty, pickled objects, or arrays declared larger than the memory: one-line errors."""
+    (tmp_path / "text.npz").write_text("hello")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    huge = tmp_path / "huge.npz"
+    np.savez(huge, a=np.zeros(3))
+    import zipfile
+
+    header = io.BytesIO()  # a header declaring 2^42 float64 (32 TiB), with no data behind it
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**42,)})
+    with zipfile.ZipFile(huge, "w") as z:
+        z.writestr("a.npy", header.getvalue())
+    for name, fragment in [("text", "not a valid .npz file"), ("empty", "not a valid .npz file"),
+                           ("objects", "Python objects"), ("huge", "more than the")]:
+        with pytest.raises((ValueError, MemoryError), match=fragment) as err:
+            ae.load_moseq_model(tmp_path / f"{name}.npz")
+        assert f"{name}.npz" in str(err.value) and "allow_pickle" not in str(err.value)
+        with pytest.raises((ValueError, MemoryError), match=fragment):
+            ae.load_recordings(tmp_path / f"{name}.npz")

@@ -197,3 +197,26 @@ def test_duplicated_frames_counts_the_overlap_beyond_the_lags(segment_length, ov
     assert ds.duplicated_frames == twice
     cuts = len(ds.segments) - len(ds.names)
     assert twice == cuts * ((L if overlap is None else overlap) - L)
+
+
+def test_standardize_survives_one_bad_value():
+    """A glitch of 1e10 in one frame, or one recording in units 1e300 times larger, neither
+    erases the scale of a dimension (it was ~5e-9 or 0 for every recording) nor passes unnoticed."""
+    rng = np.random.default_rng(0)
+    clean = {"a": rng.normal(size=(500, 2)), "b": rng.normal(size=(400, 2)) * 3}
+    _, reference = ae.standardize(clean)
+    glitch = {"a": clean["a"], "b": clean["b"].copy()}
+    glitch["b"][17, 1] = 1e10
+    with pytest.warns(RuntimeWarning, match=r"1 frame\(s\).*recording 'b' frame 17 \(dimension 1"):
+        _, transform = ae.standardize(glitch)
+    np.testing.assert_allclose(np.diag(transform.matrix), np.diag(reference.matrix), rtol=1e-3)
+    np.testing.assert_allclose(transform.mean, reference.mean, atol=1e-2)
+    scaled = {"a": clean["a"], "b": clean["b"] * 1e300}
+    with pytest.warns(RuntimeWarning, match=r"400 frame\(s\).*recording 'b' frame 0"):
+        _, transform = ae.standardize(scaled)
+    np.testing.assert_allclose(np.diag(transform.matrix), 1 / clean["a"].std(axis=0), rtol=1e-12)
+    # a spread that no float can invert is an error naming the dimension, never a zero or inf scale
+    with pytest.raises(ValueError, match="dimension 1 of the recordings cannot be standardised"):
+        ae.standardize({"a": np.stack([rng.normal(size=100), np.arange(100) * 5e-324], axis=1)})
+    out, transform = ae.standardize({"a": np.stack([rng.normal(size=100), np.full(100, 7.0)], axis=1)})
+    assert transform.matrix[1, 1] == 1 and np.all(out["a"][:, 1] == 0)  # a constant dimension is only centred

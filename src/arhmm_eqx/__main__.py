@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 import warnings
@@ -39,6 +40,19 @@ def _positive(kind):
     return parse
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must fit in 64 bits (-2**63 <= seed < 2**63), got {text}")
+    return value
+
+
+_seed.__name__ = "int"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="arhmm-eqx", description="Sticky HDP AR-HMMs fitted by Gibbs sampling.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -54,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--k0-scale", type=_positive(float), default=10.0, help="prior scale of the AR matrices")
     fit.add_argument("--iters", type=_positive(int), default=1000, help="Gibbs sweeps")
     fit.add_argument("--save-every", type=_positive(int), default=100, help="checkpoint every this many sweeps")
-    fit.add_argument("--seed", type=int, default=0, help="random seed of the initialisation and the chain")
+    fit.add_argument("--seed", type=_seed, default=0, help="random seed of the initialisation and the chain")
     fit.add_argument("--segment-length", type=_positive(int), default=None,
                      help="cut recordings into overlapping segments of this many frames")
     fit.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
@@ -71,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--out", required=True, help="output folder for the states, tables and figures")
     demo = sub.add_parser("demo", help="simulate recordings, fit them with checkpoints, write results and figures")
     demo.add_argument("--out", default=DEFAULT_DEMO_DIR, help="output folder")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed")
     demo.add_argument("--frames", type=_positive(int), default=1500, help="frames of the longest recording")
     demo.add_argument("--sequences", type=_positive(int), default=4, help="number of recordings")
     demo.add_argument("--iters", type=_positive(int), default=100, help="Gibbs sweeps")
@@ -103,49 +117,117 @@ def _load_data(path, options: dict, standardizer=None):
     return prepare_recordings(recs, nlags=options["nlags"], segment_length=options["segment_length"]), standardizer
 
 
-def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = False) -> int:
-    """`arhmm-eqx fit`: prepare the data, write `run.json`, fit with checkpoints, write results."""
+_TABLES = ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")
+_FIGURES = ("traces.png", "states.png", "usages.png", "durations.png", "transitions.png")
+# what identifies a fit's chain in run.json; kept in every checkpoint and compared by `resume`
+_CHAIN_OPTIONS = ("seed", "data_sha256", "num_states", "nlags", "kappa", "alpha", "gamma", "s0_scale", "k0_scale",
+                  "segment_length", "standardize", "sequence_chunk")
+
+
+def _fit_outputs(options: dict) -> list[str]:
+    return ["run.json", "checkpoints", "model.npz", *_TABLES, *_FIGURES] + (
+        ["standardizer.npz"] if options["standardize"] else [])
+
+
+def _chain_keys(seed: int):
     import jax.random as jr
+
+    return jr.split(jr.key(seed))  # (initialisation, chain)
+
+
+def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = False, folder=None) -> int:
+    """`arhmm-eqx fit`: check everything, prepare the data, write `run.json`, fit with checkpoints, write results.
+
+    Nothing is written before the data, the options and the output folder are checked: the
+    folder may hold only files that an earlier run of this kind wrote (see `_outdir.py`).
+    """
     import numpy as np
 
-    from ._checkpoint import _atomic_write, list_checkpoints
+    from ._checkpoint import list_checkpoints
     from ._fit import fit
     from ._hyperparams import Hyperparams
     from ._model import ARHMM
+    from ._outdir import OutputFolder, refuse_input_among_outputs
 
     out = Path(out)
-    if (out / "run.json").exists() and list_checkpoints(out / "checkpoints"):
-        raise ValueError(f"{str(out)!r} already holds a fit; continue it with `arhmm-eqx resume {out}` "
-                         "or choose another --out.")
+    names = _fit_outputs(options)
+    refuse_input_among_outputs(data, out, names)
+    folder = folder or OutputFolder(out, "demo" if demo else "fit")
+
+    def check_folder():
+        folder.check(names)
+        if (out / "run.json").exists() and list_checkpoints(out / "checkpoints"):
+            raise ValueError(f"{str(out)!r} already holds a fit; continue it with `arhmm-eqx resume {out}` "
+                             "or choose another --out.")
+
+    check_folder()
     dataset, standardizer = _load_data(data, options)
-    out.mkdir(parents=True, exist_ok=True)
-    if standardizer is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **standardizer)
-        _atomic_write(out / "standardizer.npz", buffer.getvalue())
-    run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
-    _write_run(out, run)
     o = options
     hp = Hyperparams.from_scales(o["num_states"], dataset.latent_dim, o["nlags"], alpha=o["alpha"], gamma=o["gamma"],
                                  kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"])
-    key_init, key_fit = jr.split(jr.key(o["seed"]))
-    print(f"{len(dataset.names)} recordings, {dataset.num_valid} frames with a state, D = {dataset.latent_dim}; "
-          f"fitting {o['iters']} sweeps, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
+    key_init, key_fit = _chain_keys(o["seed"])
     model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init)
-    with _quiet_nonfinite():
-        result = fit(model, dataset.x, dataset.mask, key=key_fit, num_iters=o["iters"],
-                     checkpoint_dir=out / "checkpoints", save_every=o["save_every"], progress=progress,
-                     sequence_chunk=o["sequence_chunk"])
-    return _finish(out, result, dataset)
+    run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
+    folder.open(names)
+    try:
+        check_folder()  # again, under the lock
+        if standardizer is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, **standardizer)
+            _atomic_write(out / "standardizer.npz", buffer.getvalue())
+        _write_run(out, run)
+        print(f"{len(dataset.names)} recordings, {dataset.num_valid} frames with a state, D = {dataset.latent_dim}; "
+              f"fitting {o['iters']} sweeps, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
+        with _quiet_nonfinite():
+            result = fit(model, dataset.x, dataset.mask, key=key_fit, num_iters=o["iters"],
+                         checkpoint_dir=out / "checkpoints", save_every=o["save_every"], progress=progress,
+                         sequence_chunk=o["sequence_chunk"], metadata={"run": _chain_identity(run)})
+        return _finish(out, result, dataset)
+    finally:
+        if folder.kind == "fit":
+            folder.close()
+
+
+def _chain_identity(run: dict) -> dict:
+    return {k: run[k] for k in _CHAIN_OPTIONS}
+
+
+def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
+    """Refuse a checkpoint that is not of the chain `run.json` describes (seed, data, options)."""
+    from ._checkpoint import _key_meta
+
+    name = Path(meta["path"]).name
+    expected = {"states_only": False, "sequence_chunk": run["sequence_chunk"], "parallel": False}
+    saved = meta["user"].get("run") if isinstance(meta.get("user"), dict) else None
+    problems = []
+    if _key_meta(meta["key"])["data"] != _key_meta(_chain_keys(run["seed"])[1])["data"]:
+        problems.append(f"its key is not that of --seed {run['seed']}")
+    if saved != _chain_identity(run):
+        differ = sorted(k for k in _CHAIN_OPTIONS if not isinstance(saved, dict) or saved.get(k) != run[k])
+        problems.append("its " + ", ".join(differ) + " differ" + ("s" if len(differ) == 1 else ""))
+    if meta["sweep_options"] != expected:
+        problems.append("its sweep options differ")
+    if (meta["num_states"], meta["nlags"]) != (run["num_states"], run["nlags"]):
+        problems.append("its sizes differ")
+    if meta["trace_length"] != meta["iteration"]:
+        problems.append(f"its trace has {meta['trace_length']} sweeps, not {meta['iteration']}")
+    if problems:
+        raise ValueError(f"checkpoint {name} in {str(out / 'checkpoints')!r} is not of the fit that run.json "
+                         f"describes ({'; '.join(problems)}); refusing to continue another chain. Remove it (an "
+                         "earlier checkpoint is then used) or start a new fit.")
 
 
 def resume_job(out, iters: int | None, *, progress: bool = True) -> int:
     """`arhmm-eqx resume`: reload the data of `run.json`, continue from the newest checkpoint."""
     from ._checkpoint import list_checkpoints, load_checkpoint
     from ._fit import FitResult, resume
+    from ._outdir import OutputFolder
 
     out = Path(out)
     run = _read_run(out)
+    names = _fit_outputs(run)
+    folder = OutputFolder(out, "demo" if run["demo"] else "fit")
+    folder.check(names)
     if not Path(run["data"]).is_file():
         raise FileNotFoundError(f"the data file of this fit, {run['data']!r}, does not exist any more.")
     if _sha256(run["data"]) != run["data_sha256"]:
@@ -157,20 +239,26 @@ def resume_job(out, iters: int | None, *, progress: bool = True) -> int:
         raise ValueError(f"{str(out)!r} has no checkpoint yet (the fit stopped before its first one); start it "
                          f"again with `arhmm-eqx fit {run['data']} --out {out}` and the same options.")
     model, meta = load_checkpoint(out / "checkpoints")
-    if iters is not None and iters != run["iters"]:
-        run["iters"] = iters
-        _write_run(out, run)
-    done = meta["iteration"]
-    if target <= done:
-        print(f"the chain is at sweep {done} ({Path(meta['path']).name}); writing its results", file=sys.stderr)
-        result = FitResult(model, meta["infos"], done, "completed", done - int(meta["infos"].ok.shape[0]),
-                           Path(meta["path"]))
-    else:
-        print(f"resuming from {Path(meta['path']).name} (sweep {done}) to sweep {target}", file=sys.stderr)
-        with _quiet_nonfinite():
-            result = resume(meta["path"], dataset.x, dataset.mask, num_iters=target - done,
-                            save_every=run["save_every"], progress=progress, sequence_chunk=run["sequence_chunk"])
-    return _finish(out, result, dataset)
+    _check_same_chain(meta, run, out)
+    folder.open(names)
+    try:
+        if iters is not None and iters != run["iters"]:
+            run["iters"] = iters
+            _write_run(out, run)
+        done = meta["iteration"]
+        if target <= done:
+            print(f"the chain is at sweep {done} ({Path(meta['path']).name}); writing its results", file=sys.stderr)
+            result = FitResult(model, meta["infos"], done, "completed", done - int(meta["infos"].ok.shape[0]),
+                               Path(meta["path"]))
+        else:
+            print(f"resuming from {Path(meta['path']).name} (sweep {done}) to sweep {target}", file=sys.stderr)
+            with _quiet_nonfinite():
+                result = resume(meta["path"], dataset.x, dataset.mask, num_iters=target - done,
+                                save_every=run["save_every"], progress=progress,
+                                sequence_chunk=run["sequence_chunk"])
+        return _finish(out, result, dataset)
+    finally:
+        folder.close()
 
 
 @contextlib.contextmanager
@@ -182,26 +270,71 @@ def _quiet_nonfinite():
 
 
 def _write_run(out: Path, run: dict) -> None:
-    from ._checkpoint import _atomic_write
-
     _atomic_write(out / "run.json", json.dumps(run, indent=1).encode())
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    from ._files import atomic_write
+
+    atomic_write(path, data)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_pos(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+_RUN_FIELDS = {
+    "data": lambda v: isinstance(v, str), "data_sha256": lambda v: isinstance(v, str),
+    "standardize": lambda v: isinstance(v, bool), "seed": lambda v: _is_int(v) and -(2**63) <= v < 2**63,
+    **{k: lambda v: _is_int(v) and v > 0 for k in ("num_states", "nlags", "iters", "save_every")},
+    **{k: _is_pos for k in ("kappa", "alpha", "gamma", "s0_scale", "k0_scale")},
+    **{k: lambda v: v is None or (_is_int(v) and v > 0) for k in ("segment_length", "sequence_chunk")},
+}
+
+
 def _read_run(out: Path) -> dict:
+    """`run.json` of an output folder, with every field the commands use checked."""
     path = out / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{str(out)!r} is not the output folder of `arhmm-eqx fit` (no run.json in it).")
     try:
-        return json.loads(path.read_text())
-    except ValueError as e:
+        run = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{str(path)!r} is not valid JSON ({e}).") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{str(path)!r} is not the run file of `arhmm-eqx fit` (not a JSON object).")
+    missing = [k for k in _RUN_FIELDS if k not in run]
+    wrong = [k for k, ok in _RUN_FIELDS.items() if k in run and not ok(run[k])]
+    if missing or wrong:
+        what = "; ".join(filter(None, [missing and "missing " + ", ".join(missing),
+                                       wrong and "invalid " + ", ".join(wrong)]))
+        raise ValueError(f"{str(path)!r} is damaged or not from this version of arhmm-eqx ({what}).")
+    run.setdefault("demo", False)
+    return run
 
 
 def _read_standardizer(out: Path) -> dict:
     import numpy as np
 
-    with np.load(out / "standardizer.npz") as f:
-        return {"mean": f["mean"], "matrix": f["matrix"]}
+    from ._files import read_npz
+
+    path = out / "standardizer.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; this fit was standardised and needs it.")
+    arrays = read_npz(path)
+    mean, matrix = arrays.get("mean"), arrays.get("matrix")
+    ok = (isinstance(mean, np.ndarray) and isinstance(matrix, np.ndarray) and mean.ndim == 1 and matrix.ndim == 2
+          and matrix.shape[1] == mean.shape[0] and np.issubdtype(mean.dtype, np.floating)
+          and np.issubdtype(matrix.dtype, np.floating) and np.isfinite(mean).all() and np.isfinite(matrix).all()
+          and (np.abs(matrix).sum(axis=1) > 0).all())
+    if not ok:
+        raise ValueError(f"{str(path)!r} is damaged: it must hold a finite float `mean` (D,) and `matrix` (E, D) "
+                         "with no zero row.")
+    return {"mean": mean, "matrix": matrix}
 
 
 def _finish(out: Path, result, dataset) -> int:
@@ -210,8 +343,9 @@ def _finish(out: Path, result, dataset) -> int:
     from ._results import relabel_by_usage, save_results, summarize
 
     if result.stopped_reason == "interrupted":
-        print(f"interrupted after sweep {result.iteration}; checkpoint saved. Continue with: arhmm-eqx resume {out}",
-              file=sys.stderr)
+        saved = (f"checkpoint {Path(result.checkpoint).name} saved. Continue with: arhmm-eqx resume {out}"
+                 if result.checkpoint is not None else "no checkpoint was saved")
+        print(f"interrupted after sweep {result.iteration}; {saved}", file=sys.stderr)
         return _EXIT_INTERRUPTED
     if result.stopped_reason == "nonfinite":
         print(f"arhmm-eqx: error: sweep {result.iteration + 1} produced non-finite values; the model after sweep "
@@ -259,7 +393,13 @@ def apply_job(fitted, data, out) -> int:
     from ._results import save_results, summarize
     from ._states import States
 
+    from ._outdir import OutputFolder, refuse_input_among_outputs
+
     fitted, out = Path(fitted), Path(out)
+    names = ["apply.json", *_TABLES, *_FIGURES[1:]]
+    refuse_input_among_outputs(data, out, names)
+    folder = OutputFolder(out, "apply")
+    folder.check(names)
     run = _read_run(fitted)
     if not (fitted / "model.npz").is_file():
         raise FileNotFoundError(f"{str(fitted)!r} has no fitted model (model.npz); finish the fit first with "
@@ -273,10 +413,14 @@ def apply_job(fitted, data, out) -> int:
     z = model.most_likely_states(dataset.x, dataset.mask, fill_value=None)
     labelled = ARHMM(model.hyperparams, model.params, States(z=z))
     results = summarize(labelled, dataset)
-    save_results(results, out)
-    _save_plots(out, results)
-    (out / "apply.json").write_text(json.dumps({"model": str((fitted / "model.npz").resolve()),
-                                                "data": str(Path(data).resolve())}, indent=1))
+    folder.open(names)
+    try:
+        save_results(results, out)
+        _save_plots(out, results)
+        _atomic_write(out / "apply.json", json.dumps({"model": str((fitted / "model.npz").resolve()),
+                                                      "data": str(Path(data).resolve())}, indent=1).encode())
+    finally:
+        folder.close()
     print(f"wrote the states of {len(dataset.names)} recordings to {out}", file=sys.stderr)
     return 0
 
@@ -287,27 +431,33 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
 
     from ._demo import DEMO_SIZES, print_report, simulate_recordings
 
+    from ._outdir import OutputFolder
+
     out = Path(out)
     if num_frames < 60:
         raise ValueError(f"--frames must be at least 60; got {num_frames}.")
-    from ._checkpoint import list_checkpoints
-
-    is_demo = (out / "run.json").exists() and _read_run(out).get("demo")
-    if (out / "run.json").exists() and not is_demo:
-        raise ValueError(f"{str(out)!r} holds a fit that is not a demo; choose another --out.")
-    if not is_demo and list_checkpoints(out / "checkpoints"):
-        raise ValueError(f"{str(out / 'checkpoints')!r} holds checkpoints that no demo wrote; choose another --out.")
-    recordings, truth = simulate_recordings(seed=seed, num_recordings=num_recordings, num_frames=num_frames)
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "demo_recordings.npz"
-    np.savez(data, **recordings)
     options = {"num_states": DEMO_SIZES["num_states"], "nlags": DEMO_SIZES["nlags"], "kappa": 1e3, "alpha": 5.7,
                "gamma": 1e3, "s0_scale": 0.01, "k0_scale": 10.0, "iters": iters, "save_every": max(1, iters // 4),
                "seed": seed, "segment_length": None, "standardize": True, "sequence_chunk": None}
+    names = ["demo_recordings.npz", *_fit_outputs(options)]
+    folder = OutputFolder(out, "demo")
+    manifest = folder.manifest() if out.is_dir() else None
+    if manifest is not None and manifest["kind"] != "demo":
+        raise ValueError(f"{str(out)!r} holds a {manifest['kind']} that is not a demo; choose another --out.")
+    folder.check(names)  # files an earlier demo wrote may be replaced, nothing else
+    recordings, truth = simulate_recordings(seed=seed, num_recordings=num_recordings, num_frames=num_frames)
     fit_dir = out
-    _clear_demo(out)
-    start = time.perf_counter()
-    code = fit_job(data, fit_dir, options, progress=progress, demo=True)
+    folder.open(names)
+    try:
+        _clear_demo(out)
+        data = out / "demo_recordings.npz"
+        buffer = io.BytesIO()
+        np.savez(buffer, **recordings)
+        _atomic_write(data, buffer.getvalue())
+        start = time.perf_counter()
+        code = fit_job(data, fit_dir, options, progress=progress, demo=True, folder=folder)
+    finally:
+        folder.close()
     if code != 0:
         return code
     with np.load(fit_dir / "results.npz") as f:
@@ -351,14 +501,34 @@ def main(argv=None) -> int:
             return apply_job(args.fitted, args.data, args.out)
         return demo_job(args.out, seed=args.seed, num_recordings=args.sequences, num_frames=args.frames,
                         iters=args.iters, progress=progress)
-    except (ValueError, TypeError, OSError, ImportError) as e:
+    except (ValueError, TypeError, OSError, ImportError, MemoryError) as e:
         message = str(e).replace("\n", " ")
         print(f"arhmm-eqx: error: {message}", file=sys.stderr)
         return _EXIT_ERROR
     except KeyboardInterrupt:
         print("arhmm-eqx: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
+    except Exception as e:  # a bug: still one line (the promise of the README), naming the exception
+        message = f"{type(e).__name__}: {e}".replace("\n", " ")
+        print(f"arhmm-eqx: error: unexpected {message} (please report this)", file=sys.stderr)
+        return _EXIT_ERROR
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. After Ctrl-C, XLA may still be compiling on its own threads and the
+    interpreter's teardown can crash inside it (a segfault, exit 139): flush, then leave
+    without the teardown."""
+    if code == _EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def cli() -> None:
+    """The `arhmm-eqx` console script: `main` with the exit of `_exit`."""
+    _exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -2,8 +2,10 @@
 
 A checkpoint is two files in one directory, `ckpt_<iteration>.eqx` (the leaves of the model
 and of the trace of earlier sweeps, written by `eqx.tree_serialise_leaves`) and
-`ckpt_<iteration>.json` (sizes, dtypes, iteration, key, hyperparameters, and the SHA-256 of the
-`.eqx` file). Each file is written to a temporary file in the same directory, flushed,
+`ckpt_<iteration>.json` (sizes, dtypes, iteration, key, sweep options, hyperparameters, and one
+SHA-256 over the `.eqx` bytes and all other metadata, so that neither file can change, be
+swapped for another checkpoint's or be renamed without the pair reading as damaged). The
+checksum detects damage and mix-ups; it does not authenticate (anyone can write a valid pair). Each file is written to a temporary file in the same directory, flushed,
 fsynced and renamed over its final name, the `.json` last: a checkpoint exists once its
 `.json` does, and a crash while writing leaves every earlier checkpoint untouched. Snapshots
 are never deleted.
@@ -14,7 +16,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 
+from ._files import atomic_write as _atomic_write, read_arrays
 from ._gibbs import GibbsInfo
 from ._hyperparams import Hyperparams
 from ._model import ARHMM
@@ -32,7 +34,7 @@ from ._params import Params
 from ._states import States
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksum covers the metadata too
 _NAME = re.compile(r"^ckpt_(\d+)\.json$")
 
 
@@ -43,31 +45,6 @@ class CheckpointError(ValueError):
 def checkpoint_name(iteration: int) -> str:
     """`ckpt_<iteration>` with at least six digits (the stem of both files)."""
     return f"ckpt_{iteration:06d}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable (not possible on every platform)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _scalar_info(dtype) -> GibbsInfo:
@@ -148,15 +125,24 @@ def save_checkpoint(
         "hyperparams": {k: float(getattr(hp, k)) for k in ("alpha", "gamma", "kappa", "nu_0")}
         | {"S_0_scale": float(hp.S_0[0, 0]), "K_0_scale": float(hp.K_0[0, 0])},
         "leaves": _leaf_specs((model, infos)),
-        "sha256": hashlib.sha256(data).hexdigest(),
         "user": metadata or {},
         "sweep_options": sweep_options or {},
     }
-    text = json.dumps(meta, indent=1)  # fails before anything is written if `metadata` is not JSON
+    meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
+    text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(stem.with_suffix(".eqx"), data)
     _atomic_write(stem.with_suffix(".json"), text.encode())
     return stem.with_suffix(".json")
+
+
+def _digest(data: bytes, meta: dict) -> str:
+    """SHA-256 of the `.eqx` bytes and of the metadata (all but `sha256`), in canonical JSON."""
+    h = hashlib.sha256(data)
+    h.update(b"\0")
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
+                        separators=(",", ":")).encode())
+    return h.hexdigest()
 
 
 def _library_version() -> str:
@@ -190,8 +176,19 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
                               f"this version of arhmm_eqx reads version {FORMAT_VERSION}.")
     if not leaves_path.is_file():
         raise _corrupt(leaves_path, "the .eqx file is missing")
-    if hashlib.sha256(leaves_path.read_bytes()).hexdigest() != meta.get("sha256"):
-        raise _corrupt(leaves_path, "its SHA-256 does not match the one in the .json file")
+    if _digest(leaves_path.read_bytes(), meta) != meta.get("sha256"):
+        raise _corrupt(leaves_path, f"the SHA-256 of it and of {meta_path.name} does not match the one recorded")
+    try:
+        iteration, trace_length = meta["iteration"], meta["trace_length"]
+        ok = (isinstance(iteration, int) and isinstance(trace_length, int) and 0 <= trace_length <= iteration
+              and meta["leaves"][-1]["shape"] == [trace_length] and isinstance(meta["key"]["data"], list)
+              and isinstance(meta["sweep_options"], dict) and isinstance(meta["user"], dict))
+    except (KeyError, TypeError, IndexError):
+        ok = False
+    if not ok:
+        raise _corrupt(meta_path, "its iteration, trace, key or options are missing or inconsistent")
+    if (m := _NAME.match(meta_path.name)) and int(m.group(1)) != iteration:
+        raise _corrupt(meta_path, f"it holds iteration {iteration}, not the {int(m.group(1))} of its name")
     return meta
 
 
@@ -330,18 +327,49 @@ def load_moseq_model(path: str | os.PathLike) -> ARHMM:
         raise ValueError(f"`path` must end in .npz, .h5 or .hdf5; got {str(path)!r}.")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
+    flat = read_arrays(path)
+    _check_model_arrays(flat, str(path))
     try:
-        if ext == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                flat = {name: f[name] for name in f.files}
-        else:
-            h5py = _import_h5py()
-            flat = {}
-            with h5py.File(path, "r") as f:
-                f.visititems(lambda n, obj: flat.update({n: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
         return model_from_dict(_unflatten(flat))
-    except (OSError, ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read a model from {str(path)!r}: {type(e).__name__}: {e}") from None
+
+
+def _check_model_arrays(flat: dict[str, np.ndarray], path: str) -> None:
+    """Refuse parameters that no fitted model has: non-finite `Ab`, `Q` that is not symmetric
+    positive definite, `pi` with negative entries or rows that do not sum to 1 (within 1e-3)."""
+    def get(name, ndim):
+        if name not in flat:
+            raise ValueError(f"cannot read a model from {path!r}: it has no array {name!r}.")
+        a = np.asarray(flat[name])
+        if a.ndim != ndim or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"cannot read a model from {path!r}: {name!r} must be a {ndim}-D numeric array; "
+                             f"got shape {a.shape}, dtype {a.dtype}.")
+        return a.astype(np.float64)
+
+    def fail(name, k, what):
+        raise ValueError(f"model file {path!r}: {name} of state {k} {what}; it is not a valid fitted model.")
+
+    Ab, Q, pi = get("params/Ab", 3), get("params/Q", 3), get("params/pi", 2)
+    for k in range(Ab.shape[0]):
+        if not np.isfinite(Ab[k]).all():
+            fail("params/Ab", k, "holds NaN or inf")
+    for k in range(Q.shape[0]):
+        q = Q[k]
+        if not np.isfinite(q).all():
+            fail("params/Q", k, "holds NaN or inf")
+        if q.shape[0] != q.shape[1] or not np.allclose(q, q.T, rtol=1e-4, atol=1e-6 * np.abs(q).max()):
+            fail("params/Q", k, "is not symmetric")
+        try:
+            np.linalg.cholesky(q)
+        except np.linalg.LinAlgError:
+            fail("params/Q", k, "is not positive definite")
+    for k in range(pi.shape[0]):
+        row = pi[k]
+        if not np.isfinite(row).all() or (row < 0).any():
+            fail("params/pi", k, "(its row of transition probabilities) has negative, NaN or inf entries")
+        if abs(row.sum() - 1) > 1e-3:
+            fail("params/pi", k, f"(its row of transition probabilities) sums to {row.sum():.6g}, not 1")
 
 
 def _import_h5py():

@@ -1,6 +1,7 @@
 """From recordings to model input: loading, standardising, padding and segmenting; `Dataset.unbatch` maps back."""
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -276,17 +277,9 @@ def load_recordings(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"cannot read {path!r}: expected a .npz, .h5 or .hdf5 file; got extension {ext!r}.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"recordings file {path!r} does not exist.")
-    if ext == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            recs = {name: f[name] for name in f.files}
-    else:
-        try:
-            import h5py
-        except ImportError as e:
-            raise ImportError("reading .h5 files needs h5py: `pip install h5py` (or 'arhmm_eqx[hdf5]').") from e
-        recs = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: recs.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+    from ._files import read_arrays
+
+    recs = read_arrays(path)
     if not recs:
         raise ValueError(f"{path!r} holds no arrays.")
     try:
@@ -343,17 +336,76 @@ def _valid_frames(recs: dict[str, np.ndarray]) -> np.ndarray:
     return frames
 
 
+EXTREME = 100.0  # robust standard deviations from the median beyond which `standardize` leaves a value out
+
+
+def _robust_centre_and_spread(v: np.ndarray) -> tuple[float, float]:
+    """Median and a spread that one glitch cannot move: 1.4826 MAD, else IQR / 1.349 (more than
+    half the values equal), else the mean absolute deviation; 0 only for a constant `v`."""
+    med = np.median(v)
+    dev = np.abs(v - med)
+    spread = 1.4826 * np.median(dev)
+    if not spread > 0:
+        q75, q25 = np.percentile(v, [75, 25])
+        spread = (q75 - q25) / 1.349
+    if not spread > 0:
+        top = dev.max()
+        spread = top * np.mean(dev / top) if top > 0 else 0.0
+    return float(med), float(spread)
+
+
 def standardize(recordings: Mapping[str, ArrayLike]) -> tuple[dict[str, np.ndarray], Standardizer]:
     """Centre each dimension and scale it to unit standard deviation, with the mean and
     standard deviation over the observed frames of all recordings (missing frames ignored).
 
+    Values more than `EXTREME` (100) robust standard deviations (1.4826 times the median
+    absolute deviation) from the median of their dimension are left out of that mean and
+    standard deviation, with a `RuntimeWarning` naming the first such frame (recording, frame,
+    dimension): one glitch (say 1e10), or one recording in another unit, cannot shrink the
+    scale of a dimension for all the others. On data without such values this is the plain
+    mean and standard deviation.
+
     **Returns:** `(standardised recordings, Standardizer)`; apply the same transform to new
-    recordings with `standardizer.apply(new)`. A constant dimension is only centred.
+    recordings with `standardizer.apply(new)`. A constant dimension is only centred. Raises
+    a `ValueError` naming the dimension when its scale would be zero or not finite.
     """
     recs = _as_recordings(recordings)
     frames = _valid_frames(recs)
-    mean, std = frames.mean(axis=0), frames.std(axis=0)
-    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+    D = frames.shape[1]
+    mean, scale = np.zeros(D), np.ones(D)
+    extreme = np.zeros(frames.shape[0], bool)
+    first = None
+    for d in range(D):
+        v = frames[:, d]
+        med, spread = _robust_centre_and_spread(v)
+        if not np.isfinite(spread):
+            raise ValueError(f"dimension {d} of the recordings cannot be standardised: its values span more than "
+                             "the floating-point range.")
+        if spread == 0:  # constant: only centred
+            mean[d] = med
+            continue
+        out = np.abs(v - med) > EXTREME * spread
+        if out.any() and first is None:
+            first = (int(np.argmax(out)), d)
+        extreme |= out
+        u = (v[~out] - med) / spread  # in units of the spread: no overflow for values near 1e300
+        mean[d] = med + spread * u.mean()
+        std = spread * u.std()
+        with np.errstate(over="ignore", divide="ignore"):
+            scale[d] = 1.0 / std if std > 0 else 1.0
+        if not (np.isfinite(scale[d]) and scale[d] > 0 and np.isfinite(mean[d])):
+            raise ValueError(f"dimension {d} of the recordings cannot be standardised: its standard deviation "
+                             f"{std:g} gives the scale {scale[d]:g}; rescale the data (e.g. to other units).")
+    if first is not None:
+        row, d = first
+        names = [name for name, rec in recs.items() for _ in range(int(np.all(np.isfinite(rec), axis=1).sum()))]
+        frame_of = np.concatenate([np.flatnonzero(np.all(np.isfinite(rec), axis=1)) for rec in recs.values()])
+        warnings.warn(
+            f"{int(extreme.sum())} frame(s) hold values more than {EXTREME:g} robust standard deviations from the "
+            f"median of their dimension, first recording {names[row]!r} frame {int(frame_of[row])} (dimension {d}, "
+            f"value {frames[row, d]:g}); they are left out of the mean and scale. Check the data for glitches.",
+            RuntimeWarning, stacklevel=2,
+        )
     transform = Standardizer(mean=mean, matrix=np.diag(scale))
     return transform.apply(recs), transform
 

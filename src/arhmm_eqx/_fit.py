@@ -1,6 +1,9 @@
 """The fit loop for long runs: `run_chain` in chunks, with a progress bar, checkpoints, Ctrl-C and `resume`."""
 
+import contextlib
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +65,29 @@ def _take(infos: GibbsInfo, n: int) -> GibbsInfo:
     return jtu.tree_map(lambda u: np.asarray(u)[:n], infos)
 
 
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """Record Ctrl-C as well as raising `KeyboardInterrupt`: JAX runs callbacks (its garbage
+    collection hook) in which a `KeyboardInterrupt` is printed and ignored, and the loop then
+    still stops at the end of the chunk. Only in the main thread, and only when SIGINT has
+    Python's default handler."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_count(name: str, value, minimum: int, allow_none: bool = True) -> None:
@@ -193,7 +219,9 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     if checkpoint_dir is not None:
         _check_checkpoint_dir(Path(checkpoint_dir), key, start_iter)
     bar = tqdm(total=stop, initial=start_iter, disable=not progress, unit="sweep", dynamic_ncols=True)
+    stack = contextlib.ExitStack()
     try:
+        interrupted = stack.enter_context(_interrupt_flag())
         if checkpoint_dir is not None and not (Path(checkpoint_dir) / f"{checkpoint_name(start_iter)}.json").exists():
             save(model, start_iter, trace)
         while iteration < stop:
@@ -203,6 +231,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
             start = jnp.asarray(iteration, jnp.int32)
             new, infos = _scan_chain(key, model, x, mask, start, n, states_only, sequence_chunk, parallel)
             ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
+            if interrupted["set"]:  # the KeyboardInterrupt was swallowed by a callback
+                raise KeyboardInterrupt
             if not ok.all():
                 bad = int(np.argmin(ok))
                 if bad == 0:
@@ -223,6 +253,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:
+        stack.close()
         bar.close()
     save(model, iteration, trace)
     return FitResult(model, jtu.tree_map(jnp.asarray, trace), iteration, reason, first, last_ckpt)

@@ -5,6 +5,7 @@ Every function takes plain arrays and returns a `matplotlib.figure.Figure` built
 or show it in a notebook with `display(fig)`.
 """
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from ._custom_types import ArrayLike
+from ._files import atomic_write
 
 
 _TRACE_PANELS = (
@@ -212,6 +214,8 @@ def save_figures(figures: Mapping[str, Figure], out_dir: str | os.PathLike, *, d
         if not name or os.sep in name or (os.altsep and os.altsep in name):
             raise ValueError(f"figure names must be plain file names; got {name!r}.")
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=dpi, format="png")
+        atomic_write(path, buffer.getvalue())  # replaces, never writes through, a link at the path
         paths.append(path)
     return paths

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from jax import lax
 
 from ._custom_types import Array, ArrayLike, Float
 from ._data import Dataset
+from ._files import atomic_write
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
@@ -236,7 +238,9 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
     if r.marginals is not None:
         arrays.update({f"marginals/{n}": m for n, m in r.marginals.items()})
     paths = [out / name for name in ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")]
-    np.savez(paths[0], **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(paths[0], buffer.getvalue())  # replaces, never writes through, a link at the path
     counts = np.bincount(np.concatenate([s[s >= 0] for s in r.states.values()]), minlength=K)
     run_state, run_len = r.runs["state"], r.runs["duration"]
     tables = {
@@ -253,8 +257,9 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
                                                   enumerate(r.transition_matrix())]),
     }
     for path, (header, rows) in tables.items():
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows(rows)
+        atomic_write(path, text.getvalue().encode())
     return paths
