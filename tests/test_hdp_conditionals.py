@@ -34,16 +34,17 @@ def _problem():
         ]
     )
     mask = np.ones((2, z.shape[1] + L))
-    mask[0, 5] = 0.0  # drops the transition into z[0, 4] (0 -> 1)
-    mask[1, -3:] = 0.0  # drops the last three transitions of sequence 1
+    mask[0, 5] = 0.0  # an interior gap: the transition into z[0, 4] (0 -> 1) still counts
+    mask[1, -3:] = 0.0  # trailing padding: drops the last three transitions of sequence 1
     return z, mask
 
 
 def _counts_numpy(z, mask):
-    """`n[i, j]`: transitions `z[t-1] -> z[t]` whose target frame `t + L` of `x` is valid."""
+    """`n[i, j]`: transitions `z[t-1] -> z[t]` whose target frame `t + L` of `x`, or a later
+    frame of the sequence, is valid (model.md, "Masking")."""
     n = np.zeros((K, K))
     for s, t in itertools.product(range(z.shape[0]), range(1, z.shape[1])):
-        n[z[s, t - 1], z[s, t]] += mask[s, t + L]
+        n[z[s, t - 1], z[s, t]] += float(np.any(mask[s, t + L :] > 0))
     return n
 
 
@@ -203,7 +204,7 @@ def test_resample_hdp_transitions_moments(resample_draws):
 
 
 def test_resample_hdp_transitions_masked_transitions_do_not_count(resample_draws):
-    # Reference built from counts that (wrongly) include the masked transitions is rejected.
+    # Reference built from counts that (wrongly) include the trailing padding's transitions is rejected.
     z, mask = _problem()
     wrong_counts = _counts_numpy(z, np.ones_like(mask))
     assert not np.array_equal(wrong_counts, _counts_numpy(z, mask))
