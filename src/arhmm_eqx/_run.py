@@ -6,7 +6,9 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jax import lax
 
-from ._checks import check_data
+import numpy as np
+
+from ._checks import check_data, validate_data
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo, gibbs_sweep
 from ._model import ARHMM
@@ -77,8 +79,15 @@ def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, s
 
 @eqx.filter_jit
 def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
-                thin=None):
-    return scan_sweeps(key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin)
+                thin=None, throw=False):
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    dtype = model.params.Ab.dtype
+    out = scan_sweeps(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk,
+                      parallel, thin)
+    if throw:
+        out = (eqx.error_if(out[0], ~out[1].ok.all(), _NOT_FINITE_MSG), *out[1:])
+    return out
 
 
 def check_thin(num_iters: int, thin: int | None) -> None:
@@ -134,19 +143,17 @@ def run_chain(
     """
     check_thin(num_iters, thin)
     hp = model.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
-    dtype = model.params.Ab.dtype
-    start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
+    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
+    # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
+    start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
+        start_iter, jnp.int32)
     if thin is None:
         model, infos = _scan_chain(
-            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, throw=bool(throw)
         )
         samples = None
     else:
         model, infos, samples = _scan_chain(
-            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel,
-            thin,
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, throw=bool(throw)
         )
-    if throw:
-        model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
     return (model, infos) if samples is None else (model, infos, samples)
