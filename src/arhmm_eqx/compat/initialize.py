@@ -25,7 +25,8 @@ def init_ar_params(seed, *, num_states, nu_0, S_0, M_0, K_0, **kwargs):
 
     **Returns:** `(Ab, Q)` of shapes `(num_states, latent_dim, ar_dim)` and `(num_states, latent_dim, latent_dim)`.
     """
-    dtype = S_0.dtype if hasattr(S_0, "dtype") and _jnp.issubdtype(S_0.dtype, _jnp.floating) else _jnp.result_type(float)
+    floating = hasattr(S_0, "dtype") and _jnp.issubdtype(S_0.dtype, _jnp.floating)
+    dtype = S_0.dtype if floating else _jnp.result_type(float)
     nu_0, S_0, M_0, K_0 = (_convert.host_scalar(v) for v in (nu_0, S_0, M_0, K_0))
     return _init_ar_params_jit(
         _convert.canonicalize_key(seed), nu_0, S_0, M_0, K_0, num_states=int(num_states), dtype=_np.dtype(dtype)
@@ -128,8 +129,8 @@ def init_model(
         states = _jax.device_put(states)
     if params is None or states is None:
         if verbose:
-            print("ARHMM: Initializing " + ("parameters" if states is not None else "parameters and states"
-                                            if params is None else "states"))
+            drawn_names = [name for name, given in (("parameters", params), ("states", states)) if given is None]
+            print("ARHMM: Initializing " + " and ".join(drawn_names))
         drawn = _init_model_jit(seed, hp, params, x, mask)
         params = drawn["params"] if params is None else params
         states = {"z": drawn["z"]} if states is None else states
