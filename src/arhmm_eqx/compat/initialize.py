@@ -59,13 +59,16 @@ def init_hyperparams(trans_hypparams, ar_hypparams, **kwargs):
     Copies both dicts, keeping every key and value as given, and adds to `ar_hypparams`
     `S_0 = S_0_scale * I_D`, `K_0 = K_0_scale * I_A`, the random-walk `M_0` (arrays of the
     default float dtype), `num_states` (from `trans_hypparams`) and `nu_0 = latent_dim + 2`
-    (a Python int, as in the reference). **Returns:** `{"trans_hypparams", "ar_hypparams"}`.
+    (a Python int, as in the reference). The values are checked (positive concentrations and
+    scales, sizes >= 1). **Returns:** `{"trans_hypparams", "ar_hypparams"}`.
     """
     trans_hypparams, ar_hypparams = dict(trans_hypparams), dict(ar_hypparams)
     (num_states,) = _convert.require(trans_hypparams, ("num_states",), "`trans_hypparams`")
     d, nlags, S_0_scale, K_0_scale = _convert.require(
         ar_hypparams, ("latent_dim", "nlags", "S_0_scale", "K_0_scale"), "`ar_hypparams`"
     )
+    # the checks of `Hyperparams` (sizes, positive scales and concentrations), on the host
+    _convert.hyperparams_from_dict({"trans_hypparams": trans_hypparams, "ar_hypparams": ar_hypparams})
     dtype = _jnp.result_type(float)
     D, L = int(d), int(nlags)
     S_0 = _np.asarray(S_0_scale) * _np.eye(D)
