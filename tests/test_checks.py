@@ -66,10 +66,12 @@ def _no_sampling(monkeypatch, params_too=True):
     monkeypatch.setattr(arhmm_eqx._model, "_from_params", fail)
     monkeypatch.setattr(arhmm_eqx._run, "gibbs_step", fail)
     monkeypatch.setattr(arhmm_eqx._run, "_scan_chain", fail)
-    monkeypatch.setattr(arhmm_eqx.compat.initialize, "resample_discrete_stateseqs", fail)
+    monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_states_jit", fail)
+    monkeypatch.setattr(arhmm_eqx.compat.initialize, "_resample_z_kernel", fail)
+    monkeypatch.setattr(arhmm_eqx.compat.gibbs, "_resample_stateseqs_jit", fail)
     if params_too:
-        monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_params", fail)
-        monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_ar_params", fail)
+        monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_model_jit", fail)
+        monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_ar_params_jit", fail)
 
 
 def _bad_data_cases():

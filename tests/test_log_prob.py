@@ -197,9 +197,63 @@ def test_state_cross_likelihoods():
         assert out.shape == (K, K)
         np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-9, atol=1e-9)
         x0 = _zero_nonfinite_masked(x, mask)
-        ref0 = _ref_cross(x0, mask, z, Ab, Q)
         out = compat.state_cross_likelihoods({"Ab": Ab, "Q": Q}, {"x": x0, "z": z}, mask)
-        np.testing.assert_allclose(np.asarray(out), ref0, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out, _reference_cross_flattened(x0, mask, z, Ab, Q), rtol=1e-9, atol=1e-9)
+
+
+def _reference_cross_flattened(x, mask, z, Ab, Q):
+    """The reference's definition (jax_moseq 0.3.7 `state_cross_likelihoods`), in NumPy: the valid
+    frames of all sequences, in order, form one series; `n_j` is the number of changepoints of
+    that series into state `j` (its first run is not counted; a run goes on across the end of
+    a sequence or a masked gap when the state is the same on both sides). A state with no
+    changepoint has `n_j = 0` (the reference's `bincount` is shorter than `K` then)."""
+    ll = reference_ar_ll(x, mask, Ab, Q)
+    valid = np.asarray(mask)[:, L:] > 0
+    ll_valid, z_valid = ll[valid], np.asarray(z)[valid]
+    changepoints = np.flatnonzero(np.diff(z_valid)) + 1
+    n = np.bincount(z_valid[changepoints], minlength=K)
+    out = np.zeros((K, K))
+    for j in range(K):
+        summed = ll_valid[z_valid == j].sum(0)
+        out[j] = (summed - summed[j]) / (n[j] + 1e-6)
+    return out
+
+
+def test_compat_state_cross_likelihoods_counts_changepoints_of_all_sequences_as_one_series():
+    """Three sequences with trailing padding and an interior masked gap; `z` chosen so that runs
+    continue across sequence ends and across the gap (then the compat count, over one series,
+    and the native count, per sequence, differ)."""
+    T3 = 12
+    mask = np.ones((3, T3))
+    mask[0, 5:7] = 0  # interior gap: z frames 3, 4
+    mask[1, T3 - 3 :] = 0  # trailing padding
+    mask[2, 4] = 0  # a one-frame gap: z frame 2
+    z = np.array(
+        [
+            [0, 0, 1, 2, 2, 1, 1, 1, 2, 2],  # masked 2, 2 at z frames 3, 4: the 1-run goes on across the gap
+            [2, 2, 2, 0, 0, 1, 1, 0, 0, 0],  # starts in 2 like sequence 0 ends; padding from z frame 7
+            [1, 1, 0, 1, 1, 2, 2, 2, 0, 0],  # padding holds 0 (like the valid frame before); z frame 2 masked
+        ],
+        np.int32,
+    )
+    with jax.enable_x64(True):
+        k_model, k_x = jr.split(jr.key(7))
+        Ab, Q, _, _ = random_model(k_model, K, D, L, jnp.float64)
+        x = np.asarray(1.5 * jr.normal(k_x, (3, T3, D), dtype=jnp.float64))
+        expected = _reference_cross_flattened(x, mask, z, Ab, Q)
+        out = compat.state_cross_likelihoods({"Ab": Ab, "Q": Q}, {"x": x, "z": z}, mask)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (K, K)
+        np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-9)
+        # x as a keyword argument instead of in `states`, and float32 inputs
+        out32 = compat.state_cross_likelihoods(
+            {"Ab": Ab.astype(jnp.float32), "Q": Q.astype(jnp.float32)}, {"z": z}, mask.astype(np.float32),
+            x=x.astype(np.float32),
+        )
+        np.testing.assert_allclose(out32, expected, rtol=1e-4, atol=1e-3)
+        # the native method counts every run of each sequence: a different normaliser here
+        native = np.asarray(_log_prob.state_cross_likelihoods(jnp.asarray(x), jnp.asarray(mask), jnp.asarray(z), Ab, Q))
+        np.testing.assert_allclose(native, _ref_cross(x, mask, z, Ab, Q, masked_frame_ends_run=True), rtol=1e-9)
+        assert not np.allclose(native, out)
 
 
 def test_state_cross_likelihoods_full_mask():

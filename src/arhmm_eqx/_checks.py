@@ -29,20 +29,14 @@ def check_positive(name: str, value, fix: str = "") -> None:
         raise ValueError(f"`{name}` must be finite and > 0; got {arr.tolist()}. {fix}".rstrip())
 
 
-def check_data(
-    x, mask, *, nlags: int, latent_dim: int | None = None
-) -> tuple[Float[Array, "N T D"], Float[Array, "N T"]]:
-    """Validate `x` and `mask` and return them ready for the kernels.
+def validate_data(x, mask, *, nlags: int, latent_dim: int | None = None) -> tuple:
+    """The checks of `check_data` without running any JAX operation, for a caller outside `jit`.
 
-    Static checks (always, also under `jit`): `x` is a 3-D floating array `(N, T, D)`,
-    `mask` has shape `(N, T)`, `T > nlags`, `D == latent_dim`. Value checks (NaN/inf in
-    valid frames, mask values, at least one valid frame) raise `ValueError` at once on
-    concrete arrays and go through `eqx.error_if` on traced ones.
+    Static checks always; value checks (NaN/inf in valid frames, mask values, at least one
+    valid frame) on concrete arrays, on the host with NumPy. Traced arrays get only the
+    static checks here (`check_data` adds `eqx.error_if` checks under `jit`).
 
-    **Returns:** `x` with every masked frame set to 0 except the finite ones that are lags
-    of a valid frame (among the `nlags` frames before it), which the model conditions on;
-    so no NaN, inf or huge sentinel in a masked frame can leak into any sum or product.
-    `mask` comes back as an array of `x`'s dtype.
+    **Returns:** `(x, mask)` as given, except that non-arrays (lists) become NumPy arrays.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
@@ -59,8 +53,6 @@ def check_data(
         raise ValueError(
             f"`mask` must have shape (N, T) = {tuple(x.shape[:2])} to match `x`; got shape {tuple(mask.shape)}."
         )
-    if mask.dtype == bool:
-        mask = mask.astype(x.dtype)  # a boolean mask is a valid mask; compare it as numbers
     N, T, D = x.shape
     if T <= nlags:
         raise ValueError(
@@ -72,7 +64,6 @@ def check_data(
             f"`x` has latent_dim D = {D} but the model has `latent_dim` = {latent_dim}. "
             "Build the hyperparameters with the dimension of your data."
         )
-    valid = mask > 0
     if not _is_traced(x, mask):
         m = np.asarray(mask)
         if not np.all((m == 0) | (m == 1)):
@@ -82,7 +73,31 @@ def check_data(
         xv = np.asarray(x)
         if not np.all(np.isfinite(xv[m > 0])):
             raise ValueError(_NAN_MSG)
-    else:
+    return x, mask
+
+
+def check_data(
+    x, mask, *, nlags: int, latent_dim: int | None = None
+) -> tuple[Float[Array, "N T D"], Float[Array, "N T"]]:
+    """Validate `x` and `mask` and return them ready for the kernels.
+
+    Static checks (always, also under `jit`): `x` is a 3-D floating array `(N, T, D)`,
+    `mask` has shape `(N, T)`, `T > nlags`, `D == latent_dim`. Value checks (NaN/inf in
+    valid frames, mask values, at least one valid frame) raise `ValueError` at once on
+    concrete arrays and go through `eqx.error_if` on traced ones. Outside `jit` this runs
+    JAX operations one by one; entry points call `validate_data` there and this inside
+    their `jit`.
+
+    **Returns:** `x` with every masked frame set to 0 except the finite ones that are lags
+    of a valid frame (among the `nlags` frames before it), which the model conditions on;
+    so no NaN, inf or huge sentinel in a masked frame can leak into any sum or product.
+    `mask` comes back as an array of `x`'s dtype.
+    """
+    x, mask = validate_data(x, mask, nlags=nlags, latent_dim=latent_dim)
+    if mask.dtype == bool:
+        mask = mask.astype(x.dtype)  # a boolean mask is a valid mask; compare it as numbers
+    valid = mask > 0
+    if _is_traced(x, mask):
         x = eqx.error_if(x, jnp.any(valid[..., None] & ~jnp.isfinite(x)), _NAN_MSG)
         mask = eqx.error_if(mask, jnp.any((mask != 0) & (mask != 1)), _MASK_VALUES_MSG)
         mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)

@@ -85,6 +85,12 @@ def state_cross_likelihoods(
     """`C[j, k]`: log-likelihood under state `k`'s dynamics of the frames assigned to `j`,
     minus that under `j`'s own, divided by the number of runs of `j` (plus `epsilon`).
 
+    Runs are counted per sequence (`count_runs`): the first run of every sequence counts,
+    and a masked gap ends a run. `compat.log_prob.state_cross_likelihoods` follows the
+    reference instead, which lays the valid frames of all sequences end to end and counts
+    the changepoints of that one series (its first run is not counted, and a run goes on
+    across sequence ends and gaps), so the two differ in the normaliser.
+
     See Wiltschko et al. 2015, supplement p. 33.
     """
     K, D, A = Ab.shape

@@ -7,7 +7,7 @@ import jax.random as jr
 import numpy as np
 
 from . import _log_posterior, _log_prob, _stateseqs
-from ._checks import check_data, check_integer_states, check_key, check_positive
+from ._checks import check_data, check_integer_states, check_key, check_positive, validate_data
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._hyperparams import Hyperparams
@@ -67,21 +67,29 @@ class ARHMM(eqx.Module):
     def from_prior(cls, hyperparams: Hyperparams, x: Float[Array, "N T D"], mask, *, key: PRNGKeyArray) -> "ARHMM":
         """Draw parameters from the prior, then states from their conditional given `x`."""
         check_key(key)
-        x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
+        x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return _from_prior(hyperparams, x, mask, key)
 
     @classmethod
     def from_params(cls, hyperparams: Hyperparams, params: Params, x, mask, *, key: PRNGKeyArray) -> "ARHMM":
         """Keep `params` and draw the states from their conditional given `x`."""
         check_key(key)
-        x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
+        x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return _from_params(hyperparams, params, x, mask, key)
 
     def _data(self, x, mask, *, uses_states: bool = False):
+        """Host-side checks of the model and the data (no JAX operation); the methods' compiled
+        functions call `_prepared`. With `uses_states`, the states must be those of these data;
+        the other methods apply the model to any data."""
         self.check()
-        x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
-        if uses_states:  # the states must be those of these data; other methods apply to any data
+        x, mask = validate_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
+        if uses_states:
             check_states_fit_data(self.states.z, x, self.hyperparams.nlags)
+        return x, mask
+
+    def _prepared(self, x, mask):
+        """Inside `jit`: `check_data`, then `x` and `mask` in the dtype of the parameters."""
+        x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
         dtype = self.params.Ab.dtype
         return x.astype(dtype), mask.astype(dtype)
 
@@ -104,7 +112,7 @@ class ARHMM(eqx.Module):
         from ._run import checked_gibbs_step
 
         check_key(key)
-        x, mask = self._data(x, mask, uses_states=True)  # the checks, once, before anything is traced
+        x, mask = self._data(x, mask, uses_states=True)  # the host-side checks, once
         model, _ = checked_gibbs_step(
             key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
         )
@@ -112,18 +120,15 @@ class ARHMM(eqx.Module):
 
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
         """`{"x": log p(x | z, Ab, Q), "z": log p(z | pi)}` with the masking of model.md."""
-        p = self.params
-        return _log_joint_jit(*self._data(x, mask, uses_states=True), self.states.z, p.pi, p.Ab, p.Q)
+        return _log_joint_jit(self, *self._data(x, mask, uses_states=True))
 
     def marginal_log_likelihood(self, x, mask) -> Float[Array, ""]:
         """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out)."""
-        p = self.params
-        return _marginal_jit(*self._data(x, mask), p.Ab, p.Q, p.pi)
+        return _marginal_jit(self, *self._data(x, mask))
 
     def stateseq_marginals(self, x, mask) -> Float[Array, "N Tz K"]:
         """Smoothed `p(z[t] | x)` for frames `nlags .. T-1`."""
-        p = self.params
-        return _smoother_jit(*self._data(x, mask), p.Ab, p.Q, p.pi)
+        return _smoother_jit(self, *self._data(x, mask))
 
     def most_likely_states(self, x, mask, *, fill_value: int | None = -1) -> Int[Array, "N Tz"]:
         """The most likely state path of every sequence (Viterbi), int32 of shape `(N, T - nlags)`.
@@ -131,8 +136,7 @@ class ARHMM(eqx.Module):
         Masked frames hold `fill_value`; with `fill_value=None` they keep the states of the
         jointly most likely path (the chain runs through them), as a model's `states` do.
         """
-        p = self.params
-        return _viterbi_jit(*self._data(x, mask), p.Ab, p.Q, p.pi, fill_value=fill_value)
+        return _viterbi_jit(self, *self._data(x, mask), fill_value=fill_value)
 
     def log_prior(self) -> Float[Array, ""]:
         """`log p(Ab, Q, pi | betas)`: MNIW per state and the sticky Dirichlet rows of `pi`, whose
@@ -144,12 +148,14 @@ class ARHMM(eqx.Module):
 
         Differentiable with respect to the parameters and to `x`.
         """
-        return _log_posterior_jit(*self._data(x, mask), self.params, self.hyperparams)
+        return _log_posterior_jit(self, *self._data(x, mask))
 
     def state_cross_likelihoods(self, x, mask) -> Float[Array, "K K"]:
-        """Cross-likelihoods between states (Wiltschko et al. 2015); see `compat.log_prob`."""
-        p = self.params
-        return _cross_jit(*self._data(x, mask, uses_states=True), self.states.z, p.Ab, p.Q)
+        """Cross-likelihoods between states (Wiltschko et al. 2015), each row divided by the number of
+        runs of its state counted per sequence (a masked gap ends a run). The reference, and
+        `compat.log_prob.state_cross_likelihoods`, count instead the changepoints of the valid
+        frames of all sequences laid end to end."""
+        return _cross_jit(self, *self._data(x, mask, uses_states=True))
 
     def simulate(
         self, num_sequences: int, num_frames: int, *, key: PRNGKeyArray
@@ -164,12 +170,37 @@ class ARHMM(eqx.Module):
         return _simulate_jit(key, p.pi, p.Ab, p.Q, num_sequences, num_frames)
 
 
-_log_joint_jit = eqx.filter_jit(_log_prob.log_joint_likelihood)
-_marginal_jit = eqx.filter_jit(_stateseqs.marginal_log_likelihood)
-_smoother_jit = eqx.filter_jit(_stateseqs.stateseq_marginals)
-_cross_jit = eqx.filter_jit(_log_prob.state_cross_likelihoods)
+@eqx.filter_jit
+def _log_joint_jit(model: ARHMM, x, mask):
+    p = model.params
+    return _log_prob.log_joint_likelihood(*model._prepared(x, mask), model.states.z, p.pi, p.Ab, p.Q)
+
+
+@eqx.filter_jit
+def _marginal_jit(model: ARHMM, x, mask):
+    p = model.params
+    return _stateseqs.marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+
+
+@eqx.filter_jit
+def _smoother_jit(model: ARHMM, x, mask):
+    p = model.params
+    return _stateseqs.stateseq_marginals(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+
+
+@eqx.filter_jit
+def _cross_jit(model: ARHMM, x, mask):
+    p = model.params
+    return _log_prob.state_cross_likelihoods(*model._prepared(x, mask), model.states.z, p.Ab, p.Q)
+
+
+@eqx.filter_jit
+def _viterbi_jit(model: ARHMM, x, mask, *, fill_value):
+    p = model.params
+    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, p.pi, fill_value=fill_value)
+
+
 _simulate_jit = eqx.filter_jit(simulate_dataset)
-_viterbi_jit = eqx.filter_jit(viterbi_paths)
 
 
 def _prior_kwargs(hp: Hyperparams, dtype) -> dict:
@@ -182,12 +213,15 @@ def _log_prior_jit(p: Params, hp: Hyperparams):
 
 
 @eqx.filter_jit
-def _log_posterior_jit(x, mask, p: Params, hp: Hyperparams):
+def _log_posterior_jit(model: ARHMM, x, mask):
+    p, hp = model.params, model.hyperparams
+    x, mask = model._prepared(x, mask)
     return _log_posterior.log_posterior(x, mask, p.Ab, p.Q, p.pi, p.betas, **_prior_kwargs(hp, p.Ab.dtype))
 
 
 @eqx.filter_jit
 def _from_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
+    x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
     z = _stateseqs.resample_discrete_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
     return ARHMM(hyperparams, params, States(z=z))
@@ -196,6 +230,7 @@ def _from_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHM
 @eqx.filter_jit
 def _from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
     hp = hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     key_params, key_states = jr.split(key)
     Ab, Q, betas, pi = init_params(
         key_params, alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0,
@@ -204,7 +239,6 @@ def _from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
     params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
     z = _stateseqs.resample_discrete_stateseqs(key_states, x, mask, Ab, Q, pi)
     return ARHMM(hyperparams, params, States(z=z))
-
 
 
 def check_states_fit_data(z, x, nlags: int) -> None:

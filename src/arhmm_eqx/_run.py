@@ -4,9 +4,10 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+import numpy as np
 from jax import lax
 
-from ._checks import check_data, check_key
+from ._checks import check_data, check_key, validate_data
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo, gibbs_sweep
 from ._model import ARHMM, check_states_fit_data
@@ -32,16 +33,16 @@ def gibbs_step(
 
     Compiled once per shape: `kappa` and every other hyperparameter are array leaves, so
     it can be vmapped over models with different hyperparameters. The model and the data
-    are checked first (`ARHMM.check`, `x`/`mask` values; under an outer `jit` the value
-    checks go through `eqx.error_if`). `sequence_chunk`: filter and sample the states this
-    many sequences at a time, to bound memory (same samples). `parallel`: filter and sample
-    the states with parallel-in-time scans (for GPUs; same samples, `K` times the memory of
-    the sequential filter).
+    are checked first, on the host (`ARHMM.check`, `x`/`mask` values; under an outer `jit`
+    the value checks go through `eqx.error_if`), then one compiled program runs.
+    `sequence_chunk`: filter and sample the states this many sequences at a time, to bound
+    memory (same samples). `parallel`: filter and sample the states with parallel-in-time
+    scans (for GPUs; same samples, `K` times the memory of the sequential filter).
     """
     check_key(key)
     model.check()
     hp = model.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     check_states_fit_data(model.states.z, x, hp.nlags)
     return checked_gibbs_step(
         key, model, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
@@ -50,7 +51,10 @@ def gibbs_step(
 
 @eqx.filter_jit
 def checked_gibbs_step(key, model: ARHMM, x, mask, *, states_only=False, sequence_chunk=None, parallel=False):
-    """`gibbs_step` on a model and data already checked (`ARHMM.resample` checks them once)."""
+    """`gibbs_step` on a model and data whose host-side checks have run (`ARHMM.resample` runs
+    them once); the data are cleaned (`check_data`) inside the compiled program."""
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     dtype = model.params.Ab.dtype
     return gibbs_sweep(
         key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only, sequence_chunk=sequence_chunk,
@@ -88,8 +92,15 @@ def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, s
 
 @eqx.filter_jit
 def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
-                thin=None):
-    return scan_sweeps(key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin)
+                thin=None, throw=False):
+    hp = model.hyperparams
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    dtype = model.params.Ab.dtype
+    out = scan_sweeps(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk,
+                      parallel, thin)
+    if throw:
+        out = (eqx.error_if(out[0], ~out[1].ok.all(), _NOT_FINITE_MSG), *out[1:])
+    return out
 
 
 def check_thin(num_iters: int, thin: int | None) -> None:
@@ -147,20 +158,18 @@ def run_chain(
     check_key(key)
     model.check()
     hp = model.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     check_states_fit_data(model.states.z, x, hp.nlags)
-    dtype = model.params.Ab.dtype
-    start = jnp.asarray(start_iter, jnp.int32)  # an array, so chunks of a chain share one compilation
+    # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
+    start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
+        start_iter, jnp.int32)
     if thin is None:
         model, infos = _scan_chain(
-            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, throw=bool(throw)
         )
         samples = None
     else:
         model, infos, samples = _scan_chain(
-            key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk, parallel,
-            thin,
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, throw=bool(throw)
         )
-    if throw:
-        model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
     return (model, infos) if samples is None else (model, infos, samples)

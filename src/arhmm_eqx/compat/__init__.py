@@ -11,6 +11,7 @@ from .gibbs import (
     resample_hdp_transitions as resample_hdp_transitions,
     resample_model as resample_model,
     stateseq_marginals as stateseq_marginals,
+    stateseq_mode as stateseq_mode,
 )
 from .initialize import (
     init_ar_params as init_ar_params,

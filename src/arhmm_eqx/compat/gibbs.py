@@ -1,20 +1,22 @@
-"""Compatible with `jax_moseq.models.arhmm.gibbs`."""
+"""Compatible with `jax_moseq.models.arhmm.gibbs`.
 
-import equinox as eqx
-import jax.numpy as jnp
+Each function checks its arguments on the host, then runs as one compiled call. Integer
+outputs (`z`) have the default integer dtype of the current mode, as in the reference.
+"""
 
-from .. import _stateseqs
-from .._ar import resample_ar_params as _resample_ar_params
-from .._checks import check_data
-from .._model import ARHMM
-from .._params import Params
-from .._states import States
-from .._transitions import resample_hdp_transitions as _resample_hdp_transitions
-from ._convert import canonicalize_key, find_x, hyperparams_from_dict, split_seed
+import equinox as _eqx
+import jax.numpy as _jnp
+import jax.random as _jr
 
-
-def _nlags(Ab) -> int:
-    return (Ab.shape[2] - 1) // Ab.shape[1]
+from .. import _gibbs, _stateseqs
+from .._ar import resample_ar_params as _resample_ar_kernel
+from .._checks import check_data as _check_data
+from .._model import ARHMM as _ARHMM
+from .._params import Params as _Params
+from .._states import States as _States
+from .._transitions import resample_hdp_transitions as _resample_trans_kernel
+from .._viterbi import viterbi_paths as _viterbi_paths
+from . import _convert
 
 
 def resample_discrete_stateseqs(seed, x, mask, Ab, Q, pi, **kwargs):
@@ -22,8 +24,8 @@ def resample_discrete_stateseqs(seed, x, mask, Ab, Q, pi, **kwargs):
 
     **Returns:** `z`, shape `(N, T - nlags)`.
     """
-    x, mask = check_data(x, mask, nlags=_nlags(Ab), latent_dim=Ab.shape[1])
-    return _resample_stateseqs_jit(canonicalize_key(seed), x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi)
+    x, mask = _convert.host_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
+    return _resample_stateseqs_jit(_convert.canonicalize_key(seed), x, mask, Ab, Q, pi)
 
 
 def stateseq_marginals(x, mask, Ab, Q, pi, **kwargs):
@@ -31,8 +33,21 @@ def stateseq_marginals(x, mask, Ab, Q, pi, **kwargs):
 
     **Returns:** smoothed marginals, shape `(N, T - nlags, num_states)` (model.md §3).
     """
-    x, mask = check_data(x, mask, nlags=_nlags(Ab), latent_dim=Ab.shape[1])
-    return _marginals_jit(x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi)
+    x, mask = _convert.host_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
+    return _marginals_jit(x, mask, Ab, Q, pi)
+
+
+def stateseq_mode(x, mask, Ab, Q, pi, **kwargs):
+    """Compatible with `jax_moseq.models.arhmm.gibbs.stateseq_mode`.
+
+    The most likely state path of every sequence (Viterbi), with a uniform initial state
+    and masked frames contributing no likelihood; the states of masked frames are those of
+    the jointly most likely path. Deterministic: the same data get the same labels.
+
+    **Returns:** `z`, shape `(N, T - nlags)`, of the default integer dtype.
+    """
+    x, mask = _convert.host_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
+    return _mode_jit(x, mask, Ab, Q, pi)
 
 
 def resample_ar_params(seed, *, nlags, num_states, mask, x, z, nu_0, S_0, M_0, K_0, **kwargs):
@@ -40,35 +55,33 @@ def resample_ar_params(seed, *, nlags, num_states, mask, x, z, nu_0, S_0, M_0, K
 
     **Returns:** `(Ab, Q)` drawn from their MNIW conditional (model.md §2).
     """
-    x, mask = check_data(x, mask, nlags=nlags)
+    x, mask = _convert.host_data(x, mask, nlags=nlags)
+    nu_0, S_0, M_0, K_0 = (_convert.host_scalar(v) for v in (nu_0, S_0, M_0, K_0))
     return _resample_ar_jit(
-        canonicalize_key(seed), x, mask, jnp.asarray(z), nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0,
-        num_states=num_states, nlags=nlags,
+        _convert.canonicalize_key(seed), x, mask, z, nu_0, S_0, M_0, K_0, num_states=int(num_states), nlags=int(nlags)
     )
 
 
-def resample_hdp_transitions(seed, z, mask, betas, alpha, kappa, gamma, num_states, **kwargs):
+def resample_hdp_transitions(seed, z, mask, betas, alpha, kappa, gamma, **kwargs):
     """Compatible with `jax_moseq.utils.transitions.resample_hdp_transitions` (model.md §1).
 
-    `nlags` is taken from `kwargs` (or from the shapes of `z` and `mask`).
+    The number of states is `len(betas)`, as in the reference. `nlags` is taken from
+    `kwargs` when there, else from the shapes of `z` and `mask` (`T - (T - nlags)`).
 
     **Returns:** `(betas, pi)`.
     """
-    nlags = kwargs.get("nlags", mask.shape[1] - z.shape[1])
-    mask = jnp.asarray(mask > 0, jnp.asarray(betas).dtype)
-    return _resample_trans_jit(
-        canonicalize_key(seed), jnp.asarray(z), mask, jnp.asarray(betas), alpha=alpha, kappa=kappa, gamma=gamma,
-        num_states=num_states, nlags=nlags,
-    )
+    nlags = int(kwargs.get("nlags", mask.shape[1] - z.shape[1]))
+    alpha, kappa, gamma = (_convert.host_scalar(v) for v in (alpha, kappa, gamma))
+    return _resample_trans_jit(_convert.canonicalize_key(seed), z, mask, betas, alpha, kappa, gamma, nlags=nlags)
 
 
 def resample_model(data, seed, states, params, hypparams, states_only=False, verbose=False, **kwargs):
     """Compatible with `jax_moseq.models.arhmm.gibbs.resample_model`.
 
-    One Gibbs sweep. `x` is read from `states` when there (models built on the AR-HMM,
-    such as an SLDS, keep it among their states) or else from `data`. Every key of
-    `data`, `states`, `params` and `hypparams` is kept in the returned dicts (new dicts;
-    the inputs are not modified).
+    One Gibbs sweep, as one compiled call. `x` is read from `states` when there (models
+    built on the AR-HMM, such as an SLDS, keep it among their states) or else from `data`.
+    Every key of `data`, `states`, `params` and `hypparams` is kept in the returned dicts
+    (new dicts; the inputs are not modified).
 
     **Returns:** `{"seed", "states", "params", "hypparams"}` with a fresh `seed`.
 
@@ -76,33 +89,69 @@ def resample_model(data, seed, states, params, hypparams, states_only=False, ver
         The three blocks draw from independent subkeys (the reference reuses one key
         for all three); the chain is equal in distribution, not bit for bit.
     """
-    seed, key = split_seed(seed)
-    hp = hyperparams_from_dict(hypparams)
-    x = find_x(data, states, kwargs)
-    model = ARHMM(
-        hp,
-        Params(Ab=jnp.asarray(params["Ab"]), Q=jnp.asarray(params["Q"]), pi=jnp.asarray(params["pi"]),
-               betas=jnp.asarray(params["betas"])),
-        States(z=jnp.asarray(states["z"], jnp.int32)),
-    )
+    hp = _convert.hyperparams_from_dict(hypparams)
+    x, mask = _convert.find_x(data, states, kwargs), _convert.find_mask(data)
+    x, mask = _convert.host_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    Ab, Q, pi, betas = _convert.require(params, ("Ab", "Q", "pi", "betas"), "`params`")
+    (z,) = _convert.require(states, ("z",), "`states`")
     if verbose:
         print("ARHMM: Resampling " + ("states" if states_only else "transitions, AR parameters and states"))
-    new = model.resample(x, data["mask"], key=key, states_only=bool(states_only))
+    seed, new = _resample_model_jit(
+        _convert.canonicalize_key(seed), hp, Ab, Q, pi, betas, z, x, mask, states_only=bool(states_only)
+    )
+    return {"seed": seed, "states": {**states, "z": new["z"]}, "params": {**params, **new["params"]},
+            "hypparams": hypparams}
+
+
+def _z32(z):
+    return _jnp.asarray(z).astype(_jnp.int32)
+
+
+def _prepare(x, mask, Ab):
+    x, mask = _check_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
+    return x.astype(Ab.dtype), mask.astype(Ab.dtype)
+
+
+@_eqx.filter_jit
+def _resample_stateseqs_jit(key, x, mask, Ab, Q, pi):
+    z = _stateseqs.resample_discrete_stateseqs(key, *_prepare(x, mask, Ab), Ab, Q, pi)
+    return z.astype(_convert.default_int())
+
+
+@_eqx.filter_jit
+def _marginals_jit(x, mask, Ab, Q, pi):
+    return _stateseqs.stateseq_marginals(*_prepare(x, mask, Ab), Ab, Q, pi)
+
+
+@_eqx.filter_jit
+def _mode_jit(x, mask, Ab, Q, pi):
+    return _viterbi_paths(*_prepare(x, mask, Ab), Ab, Q, pi, fill_value=None).astype(_convert.default_int())
+
+
+@_eqx.filter_jit
+def _resample_ar_jit(key, x, mask, z, nu_0, S_0, M_0, K_0, *, num_states, nlags):
+    x, mask = _check_data(x, mask, nlags=nlags)
+    nu_0, S_0, M_0, K_0 = (_jnp.asarray(v).astype(x.dtype) for v in (nu_0, S_0, M_0, K_0))
+    return _resample_ar_kernel(key, x, mask, _z32(z), nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0, num_states=num_states,
+                               nlags=nlags)
+
+
+@_eqx.filter_jit
+def _resample_trans_jit(key, z, mask, betas, alpha, kappa, gamma, *, nlags):
+    betas = _jnp.asarray(betas)
+    dtype = betas.dtype
+    mask = (_jnp.asarray(mask) > 0).astype(dtype)
+    alpha, kappa, gamma = (_jnp.asarray(v, dtype) for v in (alpha, kappa, gamma))
+    return _resample_trans_kernel(key, _z32(z), mask, betas, alpha=alpha, kappa=kappa, gamma=gamma,
+                                  num_states=betas.shape[0], nlags=nlags)
+
+
+@_eqx.filter_jit
+def _resample_model_jit(seed, hp, Ab, Q, pi, betas, z, x, mask, *, states_only):
+    seed, key = _jr.split(seed)
+    model = _ARHMM(hp, _Params(Ab=Ab, Q=Q, pi=pi, betas=betas), _States(z=_z32(z)))
+    new, _ = _gibbs.gibbs_sweep(key, model, *_prepare(x, mask, Ab), states_only=states_only)
     p = new.params
-    params = {**params, "Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas}
-    states = {**states, "z": new.states.z}
-    return {"seed": seed, "states": states, "params": params, "hypparams": hypparams}
-
-
-_resample_stateseqs_jit = eqx.filter_jit(_stateseqs.resample_discrete_stateseqs)
-_marginals_jit = eqx.filter_jit(_stateseqs.stateseq_marginals)
-_resample_ar_jit = eqx.filter_jit(_resample_ar_params)
-_resample_trans_jit = eqx.filter_jit(_resample_hdp_transitions)
-
-__all__ = [
-    "resample_discrete_stateseqs",
-    "stateseq_marginals",
-    "resample_ar_params",
-    "resample_hdp_transitions",
-    "resample_model",
-]
+    out = {"z": new.states.z.astype(_convert.default_int())}
+    out["params"] = {} if states_only else {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas}
+    return seed, out
