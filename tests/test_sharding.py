@@ -56,7 +56,7 @@ CHILD = textwrap.dedent(
     for name, call in [
         ("chains", lambda: ae.run_chains(jr.key(2), jtu.tree_map(lambda v: v[:3], models), x, mask, 2,
                                          mesh=ae.chain_mesh())),
-        ("sequences", lambda: ae.run_chains(jr.key(2), jtu.tree_map(lambda v: v[:2, :, :3] if v.ndim == 3 and
+        ("sequences", lambda: ae.run_chains(jr.key(2), jtu.tree_map(lambda v: v[:2, :3] if v.ndim == 3 and
                                             v.dtype == jnp.int32 else v[:2], models), x[:3], mask[:3], 2,
                                             mesh=ae.chain_mesh(2))),
     ]:
