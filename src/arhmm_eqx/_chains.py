@@ -15,7 +15,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from . import _model
-from ._checks import check_data, check_key, check_positive
+from ._checks import check_data, check_key, check_positive, validate_data
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo
 from ._hyperparams import Hyperparams
@@ -76,7 +76,8 @@ def hyperparams_grid(hyperparams: Hyperparams, **values) -> Hyperparams:
 
 
 @eqx.filter_jit
-def _init_chains(hyperparams, x, mask, keys, batched: bool):
+def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool):
+    keys = jr.split(key, num_chains)
     init = lambda hp, k: _model._from_prior(hp, x, mask, k)
     return eqx.filter_vmap(init, in_axes=(0 if batched else None, 0))(hyperparams, keys)
 
@@ -112,8 +113,8 @@ def init_chains(
     if isinstance(C, bool) or not isinstance(C, int) or C < 1:
         raise ValueError(f"`num_chains` must be a positive int; got {C!r}.")
     check_key(key)
-    x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-    return _init_chains(hyperparams, x, mask, jr.split(key, C), chain_count(hyperparams) is not None)
+    x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)  # on the host
+    return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None)
 
 
 @eqx.filter_jit
@@ -121,6 +122,9 @@ def _run_chains(key, models, x, mask, start, num_iters, states_only, sequence_ch
                 chain_batch_size):
     C = chain_count(models)
     keys = jr.split(key, C)
+    hp, dtype = models.hyperparams, models.params.Ab.dtype
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = x.astype(dtype), mask.astype(dtype)
     models, keys, x, mask = constrain(models, keys, x, mask, mesh)
     run = lambda k, m: scan_sweeps(k, m, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin)
     if chain_batch_size is None or chain_batch_size >= C:
@@ -196,10 +200,8 @@ def run_chains(
     check_key(key)
     models.check()
     hp = models.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     _model.check_states_fit_data(models.states.z, x, hp.nlags)
-    dtype = models.params.Ab.dtype
-    x, mask = x.astype(dtype), mask.astype(dtype)
     if chain_batch_size is not None:
         if isinstance(chain_batch_size, bool) or not isinstance(chain_batch_size, int) or chain_batch_size < 1:
             raise ValueError(f"`chain_batch_size` must be None or a positive int; got {chain_batch_size!r}.")
@@ -212,7 +214,9 @@ def run_chains(
         _check_memory(models, x, num_iters, thin, sequence_chunk, mesh, chain_batch_size)
     if mesh is not None:
         models, x, mask = shard_chains(models, x, mask, mesh)
-    start = jnp.asarray(start_iter, jnp.int32)
+    # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
+    start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
+        start_iter, jnp.int32)
     return _run_chains(key, models, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, mesh,
                        chain_batch_size)
 

@@ -43,7 +43,7 @@ import numpy as np
 from jax import lax
 
 from ._ar import _PRECISION, _chunk_size, ar_log_likelihoods, mniw_posterior_joint
-from ._checks import check_data
+from ._checks import check_data, validate_data
 from ._custom_types import Array, Bool, Float, Int
 from ._hyperparams import Hyperparams
 from ._lags import augmented_regressors
@@ -223,6 +223,8 @@ def _hp_kwargs(hp: Hyperparams, dtype) -> dict:
 def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
     hp, p = model.hyperparams, model.params
     dtype = p.Ab.dtype
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = x.astype(dtype), mask.astype(dtype)
     kw = _hp_kwargs(hp, dtype)
     betas = p.betas
     threshold = tol.astype(dtype) * jnp.sum(mask[:, hp.nlags :])
@@ -278,6 +280,6 @@ def fit_em(
         raise ValueError(f"`max_iters` must be an integer >= 1; got {max_iters!r}.")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"`tol` must be a number >= 0 (an improvement per valid frame); got {tol!r}.")
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
-    dtype = model.params.Ab.dtype
-    return _fit_em(model, x.astype(dtype), mask.astype(dtype), jnp.asarray(float(tol)), max_iters)
+    model.check()
+    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
+    return _fit_em(model, x, mask, np.asarray(float(tol)), max_iters)
