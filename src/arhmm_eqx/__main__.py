@@ -390,10 +390,9 @@ def apply_job(fitted, data, out) -> int:
     """`arhmm-eqx apply`: the most likely state path (Viterbi) of new recordings under a fitted model."""
     from ._checkpoint import load_moseq_model
     from ._model import ARHMM
+    from ._outdir import OutputFolder, refuse_input_among_outputs
     from ._results import save_results, summarize
     from ._states import States
-
-    from ._outdir import OutputFolder, refuse_input_among_outputs
 
     fitted, out = Path(fitted), Path(out)
     names = ["apply.json", *_TABLES, *_FIGURES[1:]]
@@ -430,7 +429,6 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
     import numpy as np
 
     from ._demo import DEMO_SIZES, print_report, simulate_recordings
-
     from ._outdir import OutputFolder
 
     out = Path(out)

@@ -5,8 +5,9 @@ and of the trace of earlier sweeps, written by `eqx.tree_serialise_leaves`) and
 `ckpt_<iteration>.json` (sizes, dtypes, iteration, key, sweep options, hyperparameters, and one
 SHA-256 over the `.eqx` bytes and all other metadata, so that neither file can change, be
 swapped for another checkpoint's or be renamed without the pair reading as damaged). The
-checksum detects damage and mix-ups; it does not authenticate (anyone can write a valid pair). Each file is written to a temporary file in the same directory, flushed,
-fsynced and renamed over its final name, the `.json` last: a checkpoint exists once its
+checksum detects damage and mix-ups; it does not authenticate (anyone can write a valid
+pair). Each file is written to a temporary file in the same directory, flushed, fsynced and
+renamed over its final name, the `.json` last: a checkpoint exists once its
 `.json` does, and a crash while writing leaves every earlier checkpoint untouched. Snapshots
 are never deleted.
 """

@@ -33,6 +33,18 @@ def _check_sizes(**sizes) -> None:
             raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
 
 
+def check_hyperparam_values(hp: "Hyperparams", prefix: str = "") -> None:
+    """`alpha`, `gamma`, `kappa` finite and > 0, `nu_0 > latent_dim - 1`, on concrete leaves
+    (batched ones too); traced leaves are skipped. `prefix` goes before the names in errors."""
+    check_positive(f"{prefix}alpha", hp.alpha)
+    check_positive(f"{prefix}gamma", hp.gamma)
+    check_positive(f"{prefix}kappa", hp.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
+    D = hp.latent_dim
+    if not isinstance(hp.nu_0, jax.core.Tracer) and not np.all(np.asarray(hp.nu_0) > D - 1):
+        got = np.asarray(hp.nu_0).tolist()
+        raise ValueError(f"`{prefix}nu_0` must be > latent_dim - 1 = {D - 1}; got {got}.")
+
+
 class Hyperparams(eqx.Module):
     """Hyperparameters of the sticky HDP AR-HMM (model.md, "Generative model").
 
@@ -73,11 +85,7 @@ class Hyperparams(eqx.Module):
                     f"`{name}` must have shape {shape} (latent_dim = {D}, ar_dim = {A}); "
                     f"got {getattr(self, name).shape}."
                 )
-        check_positive("alpha", self.alpha)
-        check_positive("gamma", self.gamma)
-        check_positive("kappa", self.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
-        if not isinstance(self.nu_0, jax.core.Tracer) and float(self.nu_0) <= D - 1:
-            raise ValueError(f"`nu_0` must be > latent_dim - 1 = {D - 1}; got {float(self.nu_0)}.")
+        check_hyperparam_values(self)
 
     def astype(self, dtype) -> "Hyperparams":
         """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""

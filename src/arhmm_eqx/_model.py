@@ -1,16 +1,14 @@
 """`ARHMM`: hyperparameters, parameters and states in one immutable Module, with thin methods."""
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 
 from . import _log_posterior, _log_prob, _stateseqs
-from ._checks import check_data, check_integer_states, check_key, check_positive, validate_data
+from ._checks import check_data, check_integer_states, check_key, validate_data
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
-from ._hyperparams import Hyperparams
+from ._hyperparams import Hyperparams, check_hyperparam_values
 from ._initialize import init_params
 from ._params import Params
 from ._states import States
@@ -284,12 +282,7 @@ def _check_model(model: ARHMM) -> None:
                 f"`hyperparams.{name}` is {leaf.dtype} but the parameters are {dtype}: a model computes in one "
                 f"precision. Set it as an array of {dtype} (e.g. `jnp.asarray(value, jnp.{dtype})`)."
             )
-    check_positive("hyperparams.alpha", hp.alpha)
-    check_positive("hyperparams.gamma", hp.gamma)
-    check_positive("hyperparams.kappa", hp.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
-    nu_0 = hp.nu_0
-    if not isinstance(nu_0, jax.core.Tracer) and not np.all(np.asarray(nu_0) > D - 1):
-        raise ValueError(f"`hyperparams.nu_0` must be > latent_dim - 1 = {D - 1}; got {np.asarray(nu_0).tolist()}.")
+    check_hyperparam_values(hp, prefix="hyperparams.")
     if not jnp.issubdtype(z.dtype, jnp.integer):
         raise TypeError(f"`states.z` must be an integer array; got {z.dtype}.")
     if z.ndim != len(batch) + 2:
