@@ -102,18 +102,7 @@ def check_data(
         mask = eqx.error_if(mask, jnp.any((mask != 0) & (mask != 1)), _MASK_VALUES_MSG)
         mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)
         valid = mask > 0
-    x = jnp.asarray(x)
-    valid = jnp.asarray(valid)
-    # A masked frame matters only as a lag of a valid frame among the next `nlags`; every
-    # other masked frame is set to 0, so that no value there (NaN, inf, a sentinel such as
-    # 1e20 or FLT_MAX) enters any arithmetic. A lag that matters keeps its finite value.
-    later = jnp.pad(valid, ((0, 0), (0, nlags)))
-    lag_of_valid = jnp.zeros_like(valid)
-    for lag in range(1, nlags + 1):
-        lag_of_valid = lag_of_valid | later[:, lag : lag + valid.shape[1]]
-    keep = valid[..., None] | (lag_of_valid[..., None] & jnp.isfinite(x))
-    x = jnp.where(keep, x, jnp.zeros((), x.dtype))
-    return x, valid.astype(x.dtype)
+    return clean_data(x, valid, nlags=nlags)
 
 
 def check_key(key, name: str = "key") -> None:
@@ -143,3 +132,31 @@ def check_integer_states(z, num_states: int, name: str = "z") -> None:
             f"`{name}` must hold states 0 .. {num_states - 1} (num_states = {num_states}); found {bad}. "
             "Build states with the model's number of states."
         )
+
+
+def clean_data(x, valid, *, nlags: int):
+    """`x` and `mask` as the kernels take them, with no check (`check_data` or `validate_data`
+    has run): every masked frame of `x` set to 0 except the finite ones that are lags of a
+    valid frame, and the mask (`valid`, boolean or 0/1) as an array of `x`'s dtype. Pure JAX
+    with no host callback, so it can sit inside the compiled sweep."""
+    x = jnp.asarray(x)
+    valid = jnp.asarray(valid) > 0
+    # A masked frame matters only as a lag of a valid frame among the next `nlags`; every
+    # other masked frame is set to 0, so that no value there (NaN, inf, a sentinel such as
+    # 1e20 or FLT_MAX) enters any arithmetic. A lag that matters keeps its finite value.
+    later = jnp.pad(valid, ((0, 0), (0, nlags)))
+    lag_of_valid = jnp.zeros_like(valid)
+    for lag in range(1, nlags + 1):
+        lag_of_valid = lag_of_valid | later[:, lag : lag + valid.shape[1]]
+    keep = valid[..., None] | (lag_of_valid[..., None] & jnp.isfinite(x))
+    x = jnp.where(keep, x, jnp.zeros((), x.dtype))
+    return x, valid.astype(x.dtype)
+
+
+def check_data_at_entry(x, mask, *, nlags: int, latent_dim: int | None = None):
+    """The checks of an entry point that runs compiled code next: on concrete arrays on the host
+    (`validate_data`, no JAX operation); under a caller's `jit`, `check_data` (its value checks
+    go through `eqx.error_if` in the caller's program). The compiled code then calls `clean_data`."""
+    if _is_traced(x, mask):
+        return check_data(x, mask, nlags=nlags, latent_dim=latent_dim)
+    return validate_data(x, mask, nlags=nlags, latent_dim=latent_dim)

@@ -1,13 +1,14 @@
 """Drivers: a BlackJAX-shaped `gibbs_step` and `run_chain`, a `lax.scan` over sweeps."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 from jax import lax
 
-from ._checks import check_data, check_key, validate_data
+from ._checks import check_data_at_entry, check_key, clean_data
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._gibbs import GibbsInfo, gibbs_sweep
 from ._model import ARHMM, check_states_fit_data
@@ -42,7 +43,7 @@ def gibbs_step(
     check_key(key)
     model.check()
     hp = model.hyperparams
-    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
+    x, mask = check_data_at_entry(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host when concrete
     check_states_fit_data(model.states.z, x, hp.nlags)
     return checked_gibbs_step(
         key, model, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
@@ -52,9 +53,9 @@ def gibbs_step(
 @eqx.filter_jit
 def checked_gibbs_step(key, model: ARHMM, x, mask, *, states_only=False, sequence_chunk=None, parallel=False):
     """`gibbs_step` on a model and data whose host-side checks have run (`ARHMM.resample` runs
-    them once); the data are cleaned (`check_data`) inside the compiled program."""
+    them once); the data are cleaned (`clean_data`: no host callback) inside the compiled program."""
     hp = model.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = clean_data(x, mask, nlags=hp.nlags)
     dtype = model.params.Ab.dtype
     return gibbs_sweep(
         key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only, sequence_chunk=sequence_chunk,
@@ -92,14 +93,12 @@ def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, s
 
 @eqx.filter_jit
 def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
-                thin=None, throw=False):
+                thin=None):
     hp = model.hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = clean_data(x, mask, nlags=hp.nlags)  # checked by the caller; no host callback here
     dtype = model.params.Ab.dtype
     out = scan_sweeps(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk,
                       parallel, thin)
-    if throw:
-        out = (eqx.error_if(out[0], ~out[1].ok.all(), _NOT_FINITE_MSG), *out[1:])
     return out
 
 
@@ -146,7 +145,8 @@ def run_chain(
     - `num_iters`: number of sweeps (static: each new length compiles once).
     - `start_iter`: index of the first sweep (to resume a chain).
     - `states_only`, `sequence_chunk`, `parallel`: as in `gibbs_step`.
-    - `throw`: raise (through `eqx.error_if`) when a sweep produced non-finite values;
+    - `throw`: raise `RuntimeError` (under a caller's `jit`, through `eqx.error_if`) when a
+      sweep produced non-finite values;
       with `throw=False` look at `infos.ok` instead.
     - `thin`: also keep the model after every `thin`-th sweep (`thin` must divide `num_iters`).
 
@@ -158,18 +158,23 @@ def run_chain(
     check_key(key)
     model.check()
     hp = model.hyperparams
-    x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
+    x, mask = check_data_at_entry(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host when concrete
     check_states_fit_data(model.states.z, x, hp.nlags)
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
     if thin is None:
         model, infos = _scan_chain(
-            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, throw=bool(throw)
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel
         )
         samples = None
     else:
         model, infos, samples = _scan_chain(
-            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, throw=bool(throw)
+            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin
         )
+    if throw:
+        if isinstance(infos.ok, jax.core.Tracer):  # under a caller's jit: in the caller's program
+            model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)
+        elif not np.all(np.asarray(infos.ok)):  # on the host: no program, no callback in the chain's
+            raise RuntimeError(_NOT_FINITE_MSG)
     return (model, infos) if samples is None else (model, infos, samples)
