@@ -140,7 +140,8 @@ def clean_data(x, valid, *, nlags: int):
     valid frame, and the mask (`valid`, boolean or 0/1) as an array of `x`'s dtype. Pure JAX
     with no host callback, so it can sit inside the compiled sweep."""
     x = jnp.asarray(x)
-    valid = jnp.asarray(valid) > 0
+    valid = jnp.asarray(valid)
+    valid = valid if valid.dtype == bool else valid > jnp.zeros((), valid.dtype)
     # A masked frame matters only as a lag of a valid frame among the next `nlags`; every
     # other masked frame is set to 0, so that no value there (NaN, inf, a sentinel such as
     # 1e20 or FLT_MAX) enters any arithmetic. A lag that matters keeps its finite value.

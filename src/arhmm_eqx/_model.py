@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from . import _log_posterior, _log_prob, _stateseqs
-from ._checks import check_data, check_integer_states, check_key, validate_data
+from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, validate_data
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._hyperparams import Hyperparams, check_hyperparam_values
@@ -80,7 +80,7 @@ class ARHMM(eqx.Module):
         functions call `_prepared`. With `uses_states`, the states must be those of these data;
         the other methods apply the model to any data."""
         self.check()
-        x, mask = validate_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
+        x, mask = check_data_at_entry(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
         if uses_states:
             check_states_fit_data(self.states.z, x, self.hyperparams.nlags)
         return x, mask
