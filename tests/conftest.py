@@ -41,7 +41,7 @@ def _free_compiled_programs():
 
     Each compiled program holds memory mappings while it is cached; one process running the
     whole suite reached the kernel's cap (`vm.max_map_count`, 65,530) and crashed in a
-    compilation. See `arhmm_eqx._compiler_memory`.
+    compilation. See `arhmm_eqx.workflow._compiler_memory`.
     """
     yield
     jax.clear_caches()

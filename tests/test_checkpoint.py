@@ -41,9 +41,9 @@ def _assert_same(a, b):
 
 def test_round_trip(model, tmp_path):
     trace = _trace(7)
-    path = ae.save_checkpoint(tmp_path, model, iteration=7, key=jr.key(5), infos=trace, metadata={"note": "x"})
+    path = ae.workflow.save_checkpoint(tmp_path, model, iteration=7, key=jr.key(5), infos=trace, metadata={"note": "x"})
     assert path == tmp_path / "ckpt_000007.json" and (tmp_path / "ckpt_000007.eqx").is_file()
-    loaded, meta = ae.load_checkpoint(path)
+    loaded, meta = ae.workflow.load_checkpoint(path)
     _assert_same(loaded, model)
     _assert_same(meta["infos"], trace)
     assert meta["iteration"] == 7 and meta["user"] == {"note": "x"}
@@ -56,31 +56,31 @@ def test_round_trip(model, tmp_path):
     assert float(jr.normal(meta["key"])) == float(jr.normal(jr.key(5)))
     # loading by stem, by the .eqx path and by directory gives the same checkpoint
     for p in (tmp_path / "ckpt_000007", tmp_path / "ckpt_000007.eqx", tmp_path):
-        _assert_same(ae.load_checkpoint(p)[0], model)
+        _assert_same(ae.workflow.load_checkpoint(p)[0], model)
 
 
 def test_legacy_key_round_trip(model, tmp_path):
-    ae.save_checkpoint(tmp_path, model, iteration=0, key=jr.PRNGKey(3))
-    _, meta = ae.load_checkpoint(tmp_path)
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=0, key=jr.PRNGKey(3))
+    _, meta = ae.workflow.load_checkpoint(tmp_path)
     assert meta["key"].dtype == jnp.uint32
     np.testing.assert_array_equal(meta["key"], jr.PRNGKey(3))
     assert meta["infos"].ok.shape == (0,)
 
 
 def test_latest_and_snapshots_kept(model, tmp_path):
-    assert ae.latest_checkpoint(tmp_path) is None
-    assert ae.latest_checkpoint(tmp_path / "missing") is None
+    assert ae.workflow.latest_checkpoint(tmp_path) is None
+    assert ae.workflow.latest_checkpoint(tmp_path / "missing") is None
     for it in (5, 100, 20):
-        ae.save_checkpoint(tmp_path, model, iteration=it, key=jr.key(0))
+        ae.workflow.save_checkpoint(tmp_path, model, iteration=it, key=jr.key(0))
     (tmp_path / ".ckpt_000200.eqx.abc.tmp").write_bytes(b"half a file")  # left by a killed writer
-    assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000100.json"
+    assert ae.workflow.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000100.json"
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert names == [f"ckpt_{i:06d}.{e}" for i in (5, 20, 100) for e in ("eqx", "json")]
 
 
 @pytest.mark.parametrize("fail_on_call", [1, 2])  # 1: while writing the .eqx; 2: while writing the .json
 def test_failed_write_keeps_earlier_checkpoint(model, tmp_path, monkeypatch, fail_on_call):
-    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
     real_fdopen, calls = os.fdopen, []
 
     class HalfWriter:
@@ -104,12 +104,12 @@ def test_failed_write_keeps_earlier_checkpoint(model, tmp_path, monkeypatch, fai
 
     monkeypatch.setattr(os, "fdopen", fdopen)
     with pytest.raises(OSError, match="No space left"):
-        ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
+        ae.workflow.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
     monkeypatch.undo()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temporary files removed
     assert not (tmp_path / "ckpt_000002.json").exists()
-    assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
-    _assert_same(ae.load_checkpoint(tmp_path)[0], model)
+    assert ae.workflow.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+    _assert_same(ae.workflow.load_checkpoint(tmp_path)[0], model)
 
 
 def _damage(path, how):
@@ -124,47 +124,47 @@ def _damage(path, how):
 @pytest.mark.parametrize("how", ["truncate", "flip"])
 @pytest.mark.parametrize("suffix", [".eqx", ".json"])
 def test_damaged_checkpoint(model, tmp_path, how, suffix):
-    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
-    ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
     bad = tmp_path / f"ckpt_000002{suffix}"
     _damage(bad, how)
-    with pytest.raises(ae.CheckpointError, match="corrupt or truncated") as err:
-        ae.load_checkpoint(tmp_path / "ckpt_000002.json")
+    with pytest.raises(ae.workflow.CheckpointError, match="corrupt or truncated") as err:
+        ae.workflow.load_checkpoint(tmp_path / "ckpt_000002.json")
     assert bad.name in str(err.value) and "previous" in str(err.value) and "\n" not in str(err.value)
     with pytest.warns(RuntimeWarning, match="ckpt_000002"):
-        assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+        assert ae.workflow.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
     with pytest.warns(RuntimeWarning):
-        _assert_same(ae.load_checkpoint(tmp_path)[0], model)  # a directory: the newest intact one
+        _assert_same(ae.workflow.load_checkpoint(tmp_path)[0], model)  # a directory: the newest intact one
 
 
 def test_checksum_ok_but_wrong_shapes(model, tmp_path):
-    path = ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
+    path = ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
     meta = json.loads(path.read_text())
     meta["leaves"][0]["shape"] = [4]  # alpha is 0-d
     path.write_text(json.dumps(meta))
-    with pytest.raises(ae.CheckpointError, match="ckpt_000001.eqx.*corrupt"):
-        ae.load_checkpoint(path)
+    with pytest.raises(ae.workflow.CheckpointError, match="ckpt_000001.eqx.*corrupt"):
+        ae.workflow.load_checkpoint(path)
 
 
 def test_missing_and_bad_arguments(model, tmp_path):
-    with pytest.raises(ae.CheckpointError, match="does not exist"):
-        ae.load_checkpoint(tmp_path / "ckpt_000001.json")
-    with pytest.raises(ae.CheckpointError, match="no valid checkpoint"):
-        ae.load_checkpoint(tmp_path)
+    with pytest.raises(ae.workflow.CheckpointError, match="does not exist"):
+        ae.workflow.load_checkpoint(tmp_path / "ckpt_000001.json")
+    with pytest.raises(ae.workflow.CheckpointError, match="no valid checkpoint"):
+        ae.workflow.load_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="iteration"):
-        ae.save_checkpoint(tmp_path, model, iteration=-1, key=jr.key(0))
+        ae.workflow.save_checkpoint(tmp_path, model, iteration=-1, key=jr.key(0))
     with pytest.raises(TypeError):  # not JSON: nothing is written
-        ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0), metadata={"a": object()})
+        ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0), metadata={"a": object()})
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "ckpt_000001.json").write_text(json.dumps({"format": "arhmm_eqx checkpoint", "format_version": 99}))
-    with pytest.raises(ae.CheckpointError, match="format version 99"):
-        ae.load_checkpoint(tmp_path / "ckpt_000001.json")
+    with pytest.raises(ae.workflow.CheckpointError, match="format version 99"):
+        ae.workflow.load_checkpoint(tmp_path / "ckpt_000001.json")
 
 
 @pytest.mark.parametrize("ext", ["npz", "h5"])
 def test_moseq_model_round_trip(model, tmp_path, ext):
-    path = ae.save_moseq_model(tmp_path / f"model.{ext}", model, key=jr.key(9))
-    _assert_same(ae.load_moseq_model(path), model)
+    path = ae.workflow.save_moseq_model(tmp_path / f"model.{ext}", model, key=jr.key(9))
+    _assert_same(ae.workflow.load_moseq_model(path), model)
     if ext == "npz":
         with np.load(path) as f:
             assert {"params/Ab", "params/Q", "params/pi", "params/betas", "states/z", "seed",
@@ -181,20 +181,20 @@ def test_moseq_model_round_trip(model, tmp_path, ext):
 
 def test_moseq_model_errors(model, tmp_path):
     with pytest.raises(ValueError, match=r"\.npz, \.h5 or \.hdf5"):
-        ae.save_moseq_model(tmp_path / "model.pkl", model)
+        ae.workflow.save_moseq_model(tmp_path / "model.pkl", model)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        ae.load_moseq_model(tmp_path / "none.npz")
+        ae.workflow.load_moseq_model(tmp_path / "none.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="cannot read a model from"):
-        ae.load_moseq_model(tmp_path / "other.npz")
+        ae.workflow.load_moseq_model(tmp_path / "other.npz")
 
 
 @pytest.mark.parametrize("edit", ["key", "states_only", "iteration", "trace_length", "rename", "swap"])
 def test_metadata_is_bound_to_the_leaves(model, tmp_path, edit):
     """Editing the .json (key, sweep options, iteration), renaming a pair or pairing one file with
     another checkpoint's reads as damage: the chain is never continued from mismatched files."""
-    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0), infos=_trace(1))
-    path = ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0), infos=_trace(2),
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0), infos=_trace(1))
+    path = ae.workflow.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0), infos=_trace(2),
                               sweep_options={"states_only": False, "sequence_chunk": None, "parallel": False})
     meta = json.loads(path.read_text())
     if edit == "key":
@@ -214,23 +214,23 @@ def test_metadata_is_bound_to_the_leaves(model, tmp_path, edit):
         bad = tmp_path / "ckpt_000005.json"
     else:  # the .eqx of another chain (seed 7) beside this .json
         trace = jtu.tree_map(lambda a: a[::-1], _trace(2))
-        other = ae.save_checkpoint(tmp_path / "other", model, iteration=2, key=jr.key(7), infos=trace)
+        other = ae.workflow.save_checkpoint(tmp_path / "other", model, iteration=2, key=jr.key(7), infos=trace)
         os.replace(other.with_suffix(".eqx"), path.with_suffix(".eqx"))
         bad = path
-    with pytest.raises(ae.CheckpointError, match="corrupt or truncated") as err:
-        ae.load_checkpoint(bad)
+    with pytest.raises(ae.workflow.CheckpointError, match="corrupt or truncated") as err:
+        ae.workflow.load_checkpoint(bad)
     assert bad.name in str(err.value)
     with pytest.warns(RuntimeWarning, match=f"skipping {bad.name}"):
-        assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+        assert ae.workflow.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
 
 
 def test_unreadable_metadata_is_skipped(model, tmp_path):
-    ae.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
-    path = ae.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
+    ae.workflow.save_checkpoint(tmp_path, model, iteration=1, key=jr.key(0))
+    path = ae.workflow.save_checkpoint(tmp_path, model, iteration=2, key=jr.key(0))
     for text in (b"\xff\xfe not utf-8", b"[1, 2]", b'{"format": "arhmm_eqx checkpoint"}'):
         path.write_bytes(text)
         with pytest.warns(RuntimeWarning, match="skipping ckpt_000002.json"):
-            assert ae.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
+            assert ae.workflow.latest_checkpoint(tmp_path) == tmp_path / "ckpt_000001.json"
 
 
 @pytest.mark.parametrize(
@@ -248,14 +248,14 @@ def test_unreadable_metadata_is_skipped(model, tmp_path):
     ],
 )
 def test_model_file_is_checked_before_use(model, tmp_path, name, state, change, message):
-    path = ae.save_moseq_model(tmp_path / "model.npz", model)
+    path = ae.workflow.save_moseq_model(tmp_path / "model.npz", model)
     with np.load(path) as f:
         flat = {k: f[k] for k in f.files}
     flat[name] = flat[name].copy()
     flat[name][state] = change(flat[name][state])
     np.savez(path, **flat)
     with pytest.raises(ValueError, match=message) as err:
-        ae.load_moseq_model(path)
+        ae.workflow.load_moseq_model(path)
     assert "model.npz" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -275,7 +275,7 @@ def test_npz_files_are_checked_before_loading(model, tmp_path):
     for name, fragment in [("text", "not a valid .npz file"), ("empty", "not a valid .npz file"),
                            ("objects", "Python objects"), ("huge", "more than the")]:
         with pytest.raises((ValueError, MemoryError), match=fragment) as err:
-            ae.load_moseq_model(tmp_path / f"{name}.npz")
+            ae.workflow.load_moseq_model(tmp_path / f"{name}.npz")
         assert f"{name}.npz" in str(err.value) and "allow_pickle" not in str(err.value)
         with pytest.raises((ValueError, MemoryError), match=fragment):
-            ae.load_recordings(tmp_path / f"{name}.npz")
+            ae.workflow.load_recordings(tmp_path / f"{name}.npz")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import arhmm_eqx as ae
-from arhmm_eqx.__main__ import main
+from arhmm_eqx.workflow._cli import main
 
 
 FIGURES = ("traces", "states", "usages", "durations", "transitions")
@@ -42,7 +42,7 @@ def test_demo_writes_results_and_figures(tmp_path, capsys):
         assert _is_png(out / f"{name}.png"), name
     for name in TABLES + ("demo_recordings.npz", "standardizer.npz"):
         assert (out / name).is_file(), name
-    recordings = ae.load_recordings(out / "demo_recordings.npz")
+    recordings = ae.workflow.load_recordings(out / "demo_recordings.npz")
     assert sorted(len(r) for r in recordings.values()) == [225, 300]
     assert sum(np.isnan(r).any(axis=1).sum() for r in recordings.values()) == 15  # the gap in the second one
     with np.load(out / "results.npz") as f:
@@ -124,22 +124,22 @@ def test_kill_and_resume_gives_the_uninterrupted_chain(tmp_path, capsys):
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    last = ae.latest_checkpoint(killed / "checkpoints")
-    assert last is not None and 50 <= ae.load_checkpoint(last)[1]["iteration"] < iters  # killed mid-run
+    last = ae.workflow.latest_checkpoint(killed / "checkpoints")
+    assert last is not None and 50 <= ae.workflow.load_checkpoint(last)[1]["iteration"] < iters  # killed mid-run
     assert not (killed / "model.npz").exists()
 
     # the newest checkpoint is damaged (say the disk filled up): resume warns and starts from the one before
-    newest = ae.latest_checkpoint(killed / "checkpoints").with_suffix(".eqx")
+    newest = ae.workflow.latest_checkpoint(killed / "checkpoints").with_suffix(".eqx")
     newest.write_bytes(newest.read_bytes()[:-100])
     with pytest.warns(RuntimeWarning, match=f"skipping {newest.stem}.json.*corrupt or truncated"):
         assert main(["resume", str(killed), "--no-progress"]) == 0
     final = f"checkpoints/ckpt_{iters:06d}.json"
-    m_whole, meta_whole = ae.load_checkpoint(whole / final)
-    m_killed, meta_killed = ae.load_checkpoint(killed / final)
+    m_whole, meta_whole = ae.workflow.load_checkpoint(whole / final)
+    m_killed, meta_killed = ae.workflow.load_checkpoint(killed / final)
     _assert_same(m_killed, m_whole)
     _assert_same(meta_killed["infos"], meta_whole["infos"])
     assert meta_killed["infos"].ok.shape == (iters,)
-    _assert_same(ae.load_moseq_model(killed / "model.npz"), ae.load_moseq_model(whole / "model.npz"))
+    _assert_same(ae.workflow.load_moseq_model(killed / "model.npz"), ae.workflow.load_moseq_model(whole / "model.npz"))
     with np.load(whole / "results.npz") as a, np.load(killed / "results.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
@@ -149,7 +149,7 @@ def test_kill_and_resume_gives_the_uninterrupted_chain(tmp_path, capsys):
 
     # resume with more sweeps extends the chain; apply labels recordings with the fitted model
     assert main(["resume", str(whole), "--iters", str(iters + 10), "--no-progress"]) == 0
-    assert ae.load_checkpoint(whole / "checkpoints")[1]["iteration"] == iters + 10
+    assert ae.workflow.load_checkpoint(whole / "checkpoints")[1]["iteration"] == iters + 10
     applied = tmp_path / "applied"
     assert main(["apply", str(whole), str(data), "--out", str(applied)]) == 0
     with np.load(applied / "results.npz") as f:
@@ -171,5 +171,5 @@ def test_kill_and_resume_gives_the_uninterrupted_chain(tmp_path, capsys):
     args = [a if a != str(data) else str(tmp_path / "huge.npz") for a in args]
     assert main(args + ["--no-standardize", "--out", str(huge)]) == 1
     _one_line_error(capsys, "sweep 1 produced non-finite values", "after sweep 0 is checkpointed", alone=False)
-    assert ae.load_checkpoint(huge / "checkpoints")[1]["iteration"] == 0
+    assert ae.workflow.load_checkpoint(huge / "checkpoints")[1]["iteration"] == 0
     assert not (huge / "model.npz").exists()

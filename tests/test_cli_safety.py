@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import arhmm_eqx as ae
-from arhmm_eqx.__main__ import main
+from arhmm_eqx.workflow._cli import main
 
 
 ARGS = ["--num-states", "3", "--nlags", "1", "--iters", "2", "--save-every", "1", "--no-progress"]
@@ -190,8 +190,8 @@ def test_resume_never_continues_another_chain(fitted, tmp_path, capsys):
         with pytest.warns(RuntimeWarning, match="skipping ckpt_000004.json"):
             assert main(["resume", str(out), "--no-progress"]) == 0
         capsys.readouterr()
-        np.testing.assert_array_equal(np.asarray(ae.load_moseq_model(out / "model.npz").params.Ab),
-                                      np.asarray(ae.load_moseq_model(base / "model.npz").params.Ab))
+        np.testing.assert_array_equal(np.asarray(ae.workflow.load_moseq_model(out / "model.npz").params.Ab),
+                                      np.asarray(ae.workflow.load_moseq_model(base / "model.npz").params.Ab))
 
 
 def test_files_are_checked_and_errors_are_one_line(fitted, tmp_path, capsys):
@@ -262,4 +262,4 @@ def test_ctrl_c_while_compiling_exits_130_cleanly(tmp_path):
     assert "Traceback" not in err and "interrupted" in err, err
     if "saved" in err:  # only a checkpoint that exists is claimed
         name = err.split("checkpoint ")[1].split()[0]
-        assert ae.load_checkpoint(out / "checkpoints" / name)[1]["iteration"] >= 0
+        assert ae.workflow.load_checkpoint(out / "checkpoints" / name)[1]["iteration"] >= 0

@@ -9,7 +9,7 @@ import jax
 import pytest
 
 import arhmm_eqx as ae
-from arhmm_eqx import _compile_cache
+from arhmm_eqx.workflow import _compile_cache
 
 
 _FIT = """
@@ -28,7 +28,7 @@ import arhmm_eqx as ae
 x = jr.normal(jr.key(0), (2, 30, 2)); mask = jnp.ones((2, 30))
 model = ae.ARHMM.from_prior(ae.Hyperparams.from_scales(3, 2, 1), x, mask, key=jr.key(1))
 before = dict(counts)  # from_prior may run before the cache is on: count the fit alone
-result = ae.fit(model, x, mask, key=jr.key(2), num_iters=4, progress=False)
+result = ae.workflow.fit(model, x, mask, key=jr.key(2), num_iters=4, progress=False)
 jax.block_until_ready(result.model)
 print(json.dumps({k: counts[k] - before[k] for k in counts} | {"dir": jax.config.jax_compilation_cache_dir}))
 """
@@ -57,7 +57,7 @@ def test_second_fit_compiles_nothing(tmp_path):
 def test_cache_folder_and_opt_out(monkeypatch, tmp_path):
     monkeypatch.setenv("ARHMM_EQX_COMPILE_CACHE", "0")
     assert _compile_cache.default_cache_dir() is None
-    assert ae.use_compilation_cache() is None  # off: nothing changes
+    assert ae.workflow.use_compilation_cache() is None  # off: nothing changes
     assert not jax.config.jax_compilation_cache_dir
     monkeypatch.setenv("ARHMM_EQX_COMPILE_CACHE", str(tmp_path / "c"))
     assert _compile_cache.default_cache_dir() == str(tmp_path / "c")

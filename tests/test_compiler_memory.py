@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import arhmm_eqx._compiler_memory as cm
-from arhmm_eqx import release_memory_after_compile
+import arhmm_eqx.workflow._compiler_memory as cm
+from arhmm_eqx.workflow import release_memory_after_compile
 
 
 def test_listener_trims_after_each_compilation(monkeypatch):
@@ -62,7 +62,7 @@ def test_warns_once_near_the_cap_of_mappings(monkeypatch):
 
 def test_trim_is_on_by_default():
     env = {k: v for k, v in os.environ.items() if k != "ARHMM_EQX_MALLOC_TRIM"}
-    code = "import arhmm_eqx._compiler_memory as cm; print(cm._enabled[0])"
+    code = "import arhmm_eqx.workflow._compiler_memory as cm; print(cm._enabled[0])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
     env["ARHMM_EQX_MALLOC_TRIM"] = "0"

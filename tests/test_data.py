@@ -41,7 +41,7 @@ def _frame_index(ds):
 )
 def test_unbatch_recovers_frame_indices(segment_length, overlap):
     recs = _recordings(0)
-    ds = ae.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
+    ds = ae.workflow.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
     assert ds.names == tuple(recs) and ds.lengths == tuple(len(r) for r in recs.values())
     assert ds.x.dtype == jnp.float32 and ds.mask.shape == ds.x.shape[:2]
     if segment_length is not None:
@@ -71,7 +71,7 @@ def test_unbatch_recovers_frame_indices(segment_length, overlap):
 @pytest.mark.parametrize("segment_length, overlap", [(20, 6), (30, 12), (16, 8), (25, None)])
 def test_overlaps_taken_away_from_segment_edges(segment_length, overlap):
     recs = _recordings(1, lengths=(97, 64), gaps=False)
-    ds = ae.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
+    ds = ae.workflow.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
     overlap = L if overlap is None else overlap
     for r, name in enumerate(ds.names):
         segs = [s for s in ds.segments if s.recording == r]
@@ -97,7 +97,7 @@ def test_overlaps_taken_away_from_segment_edges(segment_length, overlap):
 def test_segments_inside_a_gap_are_dropped():
     rec = np.random.default_rng(2).normal(size=(100, 2))
     rec[25:80] = np.nan
-    ds = ae.prepare_recordings({"a": rec}, nlags=L, segment_length=20, overlap=4)
+    ds = ae.workflow.prepare_recordings({"a": rec}, nlags=L, segment_length=20, overlap=4)
     starts = [s.start for s in ds.segments]
     assert starts == [0, 16, 64, 80]  # rows starting at 32 and 48 lie inside the gap
     back = ds.unbatch(_frame_index(ds)[:, L:])["a"]
@@ -107,24 +107,24 @@ def test_segments_inside_a_gap_are_dropped():
 def test_prepare_errors():
     recs = _recordings(3)
     with pytest.raises(ValueError, match="same number of dimensions.*'rec0' has D = 3.*'bad' has D = 2"):
-        ae.prepare_recordings({**recs, "bad": np.zeros((30, 2))}, nlags=L)
+        ae.workflow.prepare_recordings({**recs, "bad": np.zeros((30, 2))}, nlags=L)
     with pytest.raises(ValueError, match=r"'flat' must be a 2-D array.*\(40,\)"):
-        ae.prepare_recordings({"flat": np.zeros(40)}, nlags=L)
+        ae.workflow.prepare_recordings({"flat": np.zeros(40)}, nlags=L)
     short = np.ones((10, 3))
     short[::2] = np.nan  # never three observed frames in a row
     with pytest.raises(ValueError, match=r"recording 'short' has no frame with 2 observed frames.*nlags \+ 1 = 3"):
-        ae.prepare_recordings({**recs, "short": short}, nlags=L)
+        ae.workflow.prepare_recordings({**recs, "short": short}, nlags=L)
     with pytest.raises(ValueError, match="recording 'tiny'"):
-        ae.prepare_recordings({"tiny": np.ones((2, 3))}, nlags=L)
+        ae.workflow.prepare_recordings({"tiny": np.ones((2, 3))}, nlags=L)
     with pytest.raises(ValueError, match="nlags <= overlap < segment_length.*overlap = 1"):
-        ae.prepare_recordings(recs, nlags=L, segment_length=20, overlap=1)
+        ae.workflow.prepare_recordings(recs, nlags=L, segment_length=20, overlap=1)
     with pytest.raises(ValueError, match="nlags <= overlap < segment_length.*overlap = 20"):
-        ae.prepare_recordings(recs, nlags=L, segment_length=20, overlap=20)
+        ae.workflow.prepare_recordings(recs, nlags=L, segment_length=20, overlap=20)
     with pytest.raises(ValueError, match="`overlap` is only used with `segment_length`"):
-        ae.prepare_recordings(recs, nlags=L, overlap=3)
+        ae.workflow.prepare_recordings(recs, nlags=L, overlap=3)
     with pytest.raises(ValueError, match="non-empty mapping"):
-        ae.prepare_recordings({}, nlags=L)
-    ds = ae.prepare_recordings(recs, nlags=L)
+        ae.workflow.prepare_recordings({}, nlags=L)
+    ds = ae.workflow.prepare_recordings(recs, nlags=L)
     with pytest.raises(ValueError, match=r"leading shape \(N, T - nlags\)"):
         ds.unbatch(np.zeros(ds.mask.shape, int))
 
@@ -134,7 +134,7 @@ def test_standardize_and_whiten():
     mix = rng.normal(size=(3, 3))
     with np.errstate(invalid="ignore"):  # missing frames stay missing
         recs = {k: v @ mix + np.array([1.0, -2.0, 5.0]) for k, v in _recordings(4).items()}
-    out, transform = ae.standardize(recs)
+    out, transform = ae.workflow.standardize(recs)
     frames = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in out.values()])
     np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(frames.std(axis=0), 1, rtol=1e-12)
@@ -144,41 +144,41 @@ def test_standardize_and_whiten():
     raw = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in recs.values()])
     np.testing.assert_allclose(transform.apply(new)["new"], (new["new"] - raw.mean(axis=0)) / raw.std(axis=0))
     np.testing.assert_allclose(transform.invert(transform.apply(new))["new"], new["new"], rtol=1e-12, atol=1e-12)
-    white, wt = ae.whiten(recs)
+    white, wt = ae.workflow.whiten(recs)
     frames = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in white.values()])
     np.testing.assert_allclose(np.cov(frames, rowvar=False), np.eye(3), atol=1e-10)
     np.testing.assert_allclose(wt.invert(wt.apply(new))["new"], new["new"], rtol=1e-10, atol=1e-10)
-    two, t2 = ae.whiten(recs, num_components=2)
+    two, t2 = ae.workflow.whiten(recs, num_components=2)
     assert two["rec0"].shape == (53, 2) and t2.matrix.shape == (2, 3)
     with pytest.raises(ValueError, match="has D = 2; the transform was fitted with D = 3"):
         transform.apply({"x": np.zeros((4, 2))})
     with pytest.raises(ValueError, match="`num_components` must be between 1 and D = 3"):
-        ae.whiten(recs, num_components=4)
+        ae.workflow.whiten(recs, num_components=4)
 
 
 def test_load_recordings(tmp_path):
     recs = _recordings(5)
     np.savez(tmp_path / "r.npz", **recs)
-    loaded = ae.load_recordings(tmp_path / "r.npz")
+    loaded = ae.workflow.load_recordings(tmp_path / "r.npz")
     assert list(loaded) == list(recs)
     for k in recs:
         np.testing.assert_array_equal(loaded[k], recs[k])
     with h5py.File(tmp_path / "r.h5", "w") as f:
         f["top"] = recs["rec0"]
         f.create_group("mouse1").create_group("day2")["session"] = recs["rec1"]
-    loaded = ae.load_recordings(str(tmp_path / "r.h5"))
+    loaded = ae.workflow.load_recordings(str(tmp_path / "r.h5"))
     assert sorted(loaded) == ["mouse1/day2/session", "top"]
     np.testing.assert_array_equal(loaded["mouse1/day2/session"], recs["rec1"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        ae.load_recordings(tmp_path / "missing.npz")
+        ae.workflow.load_recordings(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="expected a .npz, .h5 or .hdf5 file; got extension '.csv'"):
-        ae.load_recordings(tmp_path / "r.csv")
+        ae.workflow.load_recordings(tmp_path / "r.csv")
     np.savez(tmp_path / "bad.npz", a=np.zeros((5, 2)), b=np.zeros((5, 2, 2)))
     with pytest.raises(ValueError, match=r"bad.npz.*'b' must be a 2-D array"):
-        ae.load_recordings(tmp_path / "bad.npz")
+        ae.workflow.load_recordings(tmp_path / "bad.npz")
     np.savez(tmp_path / "mixed.npz", a=np.zeros((5, 2)), b=np.zeros((5, 3)))
     with pytest.raises(ValueError, match=r"mixed.npz.*same number of dimensions"):
-        ae.load_recordings(tmp_path / "mixed.npz")
+        ae.workflow.load_recordings(tmp_path / "mixed.npz")
 
 
 @pytest.mark.parametrize("segment_length, overlap", [(20, None), (20, L), (20, 6), (37, 11)])
@@ -186,7 +186,7 @@ def test_duplicated_frames_counts_the_overlap_beyond_the_lags(segment_length, ov
     """With the default overlap (nlags) every valid frame carries a state in exactly one row;
     a larger one puts `overlap - nlags` frames per cut into two rows."""
     recs = _recordings(1, lengths=(97, 64), gaps=False)
-    ds = ae.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
+    ds = ae.workflow.prepare_recordings(recs, nlags=L, segment_length=segment_length, overlap=overlap)
     mask = np.asarray(ds.mask) > 0
     with_state = {name: np.zeros(n, int) for name, n in zip(ds.names, ds.lengths)}
     for row, seg in enumerate(ds.segments):
@@ -204,19 +204,19 @@ def test_standardize_survives_one_bad_value():
     erases the scale of a dimension (it was ~5e-9 or 0 for every recording) nor passes unnoticed."""
     rng = np.random.default_rng(0)
     clean = {"a": rng.normal(size=(500, 2)), "b": rng.normal(size=(400, 2)) * 3}
-    _, reference = ae.standardize(clean)
+    _, reference = ae.workflow.standardize(clean)
     glitch = {"a": clean["a"], "b": clean["b"].copy()}
     glitch["b"][17, 1] = 1e10
     with pytest.warns(RuntimeWarning, match=r"1 frame\(s\).*recording 'b' frame 17 \(dimension 1"):
-        _, transform = ae.standardize(glitch)
+        _, transform = ae.workflow.standardize(glitch)
     np.testing.assert_allclose(np.diag(transform.matrix), np.diag(reference.matrix), rtol=1e-3)
     np.testing.assert_allclose(transform.mean, reference.mean, atol=1e-2)
     scaled = {"a": clean["a"], "b": clean["b"] * 1e300}
     with pytest.warns(RuntimeWarning, match=r"400 frame\(s\).*recording 'b' frame 0"):
-        _, transform = ae.standardize(scaled)
+        _, transform = ae.workflow.standardize(scaled)
     np.testing.assert_allclose(np.diag(transform.matrix), 1 / clean["a"].std(axis=0), rtol=1e-12)
     # a spread that no float can invert is an error naming the dimension, never a zero or inf scale
     with pytest.raises(ValueError, match="dimension 1 of the recordings cannot be standardised"):
-        ae.standardize({"a": np.stack([rng.normal(size=100), np.arange(100) * 5e-324], axis=1)})
-    out, transform = ae.standardize({"a": np.stack([rng.normal(size=100), np.full(100, 7.0)], axis=1)})
+        ae.workflow.standardize({"a": np.stack([rng.normal(size=100), np.arange(100) * 5e-324], axis=1)})
+    out, transform = ae.workflow.standardize({"a": np.stack([rng.normal(size=100), np.full(100, 7.0)], axis=1)})
     assert transform.matrix[1, 1] == 1 and np.all(out["a"][:, 1] == 0)  # a constant dimension is only centred

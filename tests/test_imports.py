@@ -4,6 +4,8 @@ library is loaded and no process-wide listener is installed; the workflow names 
 import subprocess
 import sys
 
+import pytest
+
 import arhmm_eqx as ae
 
 
@@ -16,8 +18,8 @@ def _run(code: str) -> str:
 def test_import_loads_no_workflow_library():
     code = (
         "import sys, arhmm_eqx, arhmm_eqx.compat; "
-        "print(sorted(m for m in ('matplotlib', 'tqdm', 'h5py', 'optax', 'arhmm_eqx._compiler_memory', "
-        "'arhmm_eqx._plots', 'arhmm_eqx._fit') if m in sys.modules))"
+        "print(sorted(m for m in ('matplotlib', 'tqdm', 'h5py', 'optax', 'arhmm_eqx.workflow._compiler_memory', "
+        "'arhmm_eqx.workflow._plots', 'arhmm_eqx.workflow._fit') if m in sys.modules))"
     )
     assert _run(code) == "[]"
 
@@ -41,14 +43,30 @@ def test_compat_imports_without_matplotlib_installed():
 
 
 def test_workflow_names_load_on_first_use():
-    assert "fit" in dir(ae) and "plot_usages" in dir(ae)
-    assert callable(ae.fit) and callable(ae.plot_usages) and callable(ae.load_recordings)
-    from arhmm_eqx import Dataset, save_checkpoint  # from-imports resolve through the same hook
+    import arhmm_eqx.workflow as wf
 
-    assert Dataset is ae.Dataset and callable(save_checkpoint)
-    try:
-        ae.no_such_name  # noqa: B018
-    except AttributeError as e:
-        assert "no_such_name" in str(e)
-    else:
-        raise AssertionError("an unknown name must raise AttributeError")
+    assert "fit" in dir(wf) and "plot_usages" in dir(wf) and "workflow" in dir(ae)
+    assert callable(wf.fit) and callable(wf.plot_usages) and callable(wf.load_recordings)
+    from arhmm_eqx.workflow import Dataset, save_checkpoint  # from-imports resolve through the same hook
+
+    assert Dataset is ae.workflow.Dataset and callable(save_checkpoint)
+    for module in (ae, wf):
+        with pytest.raises(AttributeError, match="no_such_name"):
+            module.no_such_name  # noqa: B018
+
+
+def test_old_top_level_workflow_names_warn_and_resolve():
+    """In 0.1 the workflow's names were top-level; they still work for one release."""
+    with pytest.warns(DeprecationWarning, match="arhmm_eqx.workflow.fit"):
+        old = ae.fit
+    assert old is ae.workflow.fit
+    with pytest.warns(DeprecationWarning, match="arhmm_eqx.workflow.Dataset"):
+        from arhmm_eqx import Dataset
+    assert Dataset is ae.workflow.Dataset
+
+
+def test_top_level_holds_the_model_and_its_drivers():
+    public = {n for n in dir(ae) if not n.startswith("_")}
+    assert {"ARHMM", "Hyperparams", "Params", "States", "gibbs_step", "run_chain", "run_chains", "init_chains",
+            "kappa_scan", "fit_em", "fit_gradient", "estimate_memory", "compat", "workflow"} <= public
+    assert not public & {"fit", "plot_usages", "summarize", "runs", "whiten", "transition_matrix", "state_colors"}

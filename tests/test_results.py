@@ -48,33 +48,33 @@ def test_counts_match_python(seed):
                 usage[zs[t]] += 1
             if t > 0 and vs[t] and vs[t - 1]:
                 trans[zs[t - 1], zs[t]] += 1
-    np.testing.assert_allclose(ae.state_usages(z, valid, K), usage / usage.sum(), rtol=1e-12)
+    np.testing.assert_allclose(ae.workflow.state_usages(z, valid, K), usage / usage.sum(), rtol=1e-12)
     runs = _python_runs(z, valid)
-    got = ae.runs(z, valid)
+    got = ae.workflow.runs(z, valid)
     np.testing.assert_array_equal(np.stack([got[k] for k in ("sequence", "start", "state", "duration")], 1), runs)
-    np.testing.assert_array_equal(ae.state_durations(z, valid), [r[3] for r in runs])
-    np.testing.assert_array_equal(ae.transition_matrix(z, valid, K, normalize=False), trans)
+    np.testing.assert_array_equal(ae.workflow.state_durations(z, valid), [r[3] for r in runs])
+    np.testing.assert_array_equal(ae.workflow.transition_matrix(z, valid, K, normalize=False), trans)
     rows = trans.sum(1, keepdims=True)
-    np.testing.assert_allclose(ae.transition_matrix(z, valid, K), trans / rows, rtol=1e-12)
+    np.testing.assert_allclose(ae.workflow.transition_matrix(z, valid, K), trans / rows, rtol=1e-12)
     off = trans * (1 - np.eye(K))
-    np.testing.assert_allclose(ae.transition_matrix(z, valid, K, self_transitions=False),
+    np.testing.assert_allclose(ae.workflow.transition_matrix(z, valid, K, self_transitions=False),
                                off / off.sum(1, keepdims=True), rtol=1e-12)
     # -1 marks frames without a state when `valid` is None (the output of `Dataset.unbatch`)
     filled = np.where(valid, z, -1)
-    np.testing.assert_array_equal(ae.state_durations(filled, None), [r[3] for r in runs])
-    np.testing.assert_allclose(ae.state_usages(filled, None, K), usage / usage.sum(), rtol=1e-12)
+    np.testing.assert_array_equal(ae.workflow.state_durations(filled, None), [r[3] for r in runs])
+    np.testing.assert_allclose(ae.workflow.state_usages(filled, None, K), usage / usage.sum(), rtol=1e-12)
 
 
 def test_unvisited_rows_and_bad_states():
     z = np.array([[0, 0, 1, 1]])
-    P = ae.transition_matrix(z, None, 3)
+    P = ae.workflow.transition_matrix(z, None, 3)
     np.testing.assert_array_equal(P, [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])
     with pytest.raises(ValueError, match="not below `num_states` = 2"):
-        ae.state_usages(np.array([[0, 2]]), None, 2)
+        ae.workflow.state_usages(np.array([[0, 2]]), None, 2)
     with pytest.raises(ValueError, match="not below `num_states` = 2"):
-        ae.transition_matrix(np.array([[0, 2]]), None, 2)
+        ae.workflow.transition_matrix(np.array([[0, 2]]), None, 2)
     with pytest.raises(ValueError, match="negative states on frames that `valid` counts"):
-        ae.state_usages(np.array([[0, -1]]), np.array([[True, True]]), 2)
+        ae.workflow.state_usages(np.array([[0, -1]]), np.array([[True, True]]), 2)
 
 
 def _model_and_data(seed, N=3, T=40):
@@ -89,9 +89,9 @@ def _model_and_data(seed, N=3, T=40):
 
 def test_relabel_keeps_likelihoods():
     model, x, mask = _model_and_data(0)
-    new, perm = ae.relabel_by_usage(model, mask)
+    new, perm = ae.workflow.relabel_by_usage(model, mask)
     valid = np.asarray(mask)[:, L:] > 0
-    usage = ae.state_usages(np.asarray(new.states.z), valid, K)
+    usage = ae.workflow.state_usages(np.asarray(new.states.z), valid, K)
     assert np.all(np.diff(usage) <= 0) and usage[0] > usage[-1]
     np.testing.assert_array_equal(np.sort(perm), np.arange(K))
     np.testing.assert_array_equal(np.asarray(model.states.z), perm[np.asarray(new.states.z)])
@@ -106,28 +106,28 @@ def test_relabel_keeps_likelihoods():
     np.testing.assert_allclose(new.stateseq_marginals(x, mask), model.stateseq_marginals(x, mask)[..., perm],
                                atol=1e-5)
     with pytest.raises(ValueError, match=r"`mask` must have shape \(N, T\)"):
-        ae.relabel_by_usage(model, mask[:, 1:])
+        ae.workflow.relabel_by_usage(model, mask[:, 1:])
 
 
 def test_average_marginals():
     models = [_model_and_data(seed)[0] for seed in (1, 2, 3)]
     _, x, mask = _model_and_data(1)
     want = np.mean([np.asarray(m.stateseq_marginals(x, mask)) for m in models], axis=0)
-    np.testing.assert_allclose(ae.average_marginals(models, x, mask), want, atol=1e-6)
+    np.testing.assert_allclose(ae.workflow.average_marginals(models, x, mask), want, atol=1e-6)
     batch = jax.tree.map(lambda *a: jnp.stack(a), *models)
-    np.testing.assert_allclose(ae.average_marginals(batch, x, mask), want, atol=1e-6)
-    np.testing.assert_allclose(ae.average_marginals(models[0], x, mask), models[0].stateseq_marginals(x, mask))
+    np.testing.assert_allclose(ae.workflow.average_marginals(batch, x, mask), want, atol=1e-6)
+    np.testing.assert_allclose(ae.workflow.average_marginals(models[0], x, mask), models[0].stateseq_marginals(x, mask))
 
 
 def test_summarize_counts_runs_across_segments(tmp_path):
     rng = np.random.default_rng(5)
     recs = {"a": rng.normal(size=(90, D)), "b/c": rng.normal(size=(30, D))}
     recs["a"][50:53] = np.nan
-    ds = ae.prepare_recordings(recs, nlags=L, segment_length=30, overlap=6)
+    ds = ae.workflow.prepare_recordings(recs, nlags=L, segment_length=30, overlap=6)
     model, _, _ = _model_and_data(0)
     z = jnp.zeros(ds.mask[:, L:].shape, jnp.int32).at[:, 20:].set(2)  # a state change inside each row
     model = ae.ARHMM(model.hyperparams, model.params, ae.States(z=z))
-    res = ae.summarize(model, ds, marginals=True)
+    res = ae.workflow.summarize(model, ds, marginals=True)
     states = ds.unbatch(np.asarray(z))
     for name in recs:
         np.testing.assert_array_equal(res.states[name], states[name])
@@ -137,8 +137,8 @@ def test_summarize_counts_runs_across_segments(tmp_path):
     # runs are counted on the recordings, so none is cut where a segment ends
     np.testing.assert_array_equal(np.stack([res.runs[k] for k in ("sequence", "start", "state", "duration")], 1),
                                   _python_runs(padded, padded >= 0))
-    np.testing.assert_allclose(res.usages, ae.state_usages(padded, None, K))
-    paths = ae.save_results(res, tmp_path / "out")
+    np.testing.assert_allclose(res.usages, ae.workflow.state_usages(padded, None, K))
+    paths = ae.workflow.save_results(res, tmp_path / "out")
     assert [p.name for p in paths] == ["results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv"]
     with open(paths[1]) as f:
         rows = list(csv.DictReader(f))

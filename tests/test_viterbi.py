@@ -8,7 +8,8 @@ import pytest
 from helpers import all_paths, enumerate_paths, random_model, reference_ar_ll
 
 import arhmm_eqx as ae
-from arhmm_eqx import _viterbi, example_model, matched_accuracy
+from arhmm_eqx import _viterbi
+from arhmm_eqx.workflow import example_model, matched_accuracy
 
 
 K, D, L = 3, 2, 2

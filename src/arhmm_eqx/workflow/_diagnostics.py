@@ -11,10 +11,10 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from . import _ffbs
-from ._checks import check_data
-from ._custom_types import Array, Float
-from ._model import ARHMM
+from .. import _ffbs
+from .._checks import check_data
+from .._custom_types import Array, Float
+from .._model import ARHMM
 
 
 def _chains_by_draws(traces, name: str, min_draws: int) -> np.ndarray:

@@ -12,6 +12,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._checks import check_data, check_key
+from .._custom_types import Array, Float, PRNGKeyArray
+from .._gibbs import GibbsInfo
+from .._model import ARHMM, check_states_fit_data
+from .._run import _scan_chain
 from . import _compiler_memory  # noqa: F401  (the fit loop installs the compile listener)
 from ._checkpoint import (
     CheckpointError,
@@ -22,12 +27,7 @@ from ._checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from ._checks import check_data, check_key
 from ._compile_cache import use_compilation_cache
-from ._custom_types import Array, Float, PRNGKeyArray
-from ._gibbs import GibbsInfo
-from ._model import ARHMM, check_states_fit_data
-from ._run import _scan_chain
 
 
 class FitResult(NamedTuple):

@@ -8,11 +8,11 @@ import jax.random as jr
 import numpy as np
 import optax
 
-from ._hyperparams import Hyperparams
-from ._model import ARHMM
-from ._params import Params
-from ._run import run_chain
-from ._states import States
+from .._hyperparams import Hyperparams
+from .._model import ARHMM
+from .._params import Params
+from .._run import run_chain
+from .._states import States
 
 
 def example_model(key, num_states: int, latent_dim: int, nlags: int, mean_duration: float) -> ARHMM:

@@ -15,7 +15,7 @@ from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from ._custom_types import ArrayLike
+from .._custom_types import ArrayLike
 from ._files import atomic_write
 
 

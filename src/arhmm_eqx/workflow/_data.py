@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._custom_types import Array, ArrayLike, Float
+from .._custom_types import Array, ArrayLike, Float
 
 
 class Segment(NamedTuple):

@@ -55,7 +55,7 @@ def _gib(n: int) -> str:
 
 
 def _check_size(path: str, declared: int) -> None:
-    from ._memory import available_memory
+    from .._memory import available_memory
 
     free = available_memory(_cpu())
     if free is not None and declared > free:

@@ -27,12 +27,12 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 
+from .._gibbs import GibbsInfo
+from .._hyperparams import Hyperparams
+from .._model import ARHMM
+from .._params import Params
+from .._states import States
 from ._files import atomic_write as _atomic_write, read_arrays
-from ._gibbs import GibbsInfo
-from ._hyperparams import Hyperparams
-from ._model import ARHMM
-from ._params import Params
-from ._states import States
 
 
 FORMAT_VERSION = 2  # 2: the checksum covers the metadata too
@@ -147,7 +147,7 @@ def _digest(data: bytes, meta: dict) -> str:
 
 
 def _library_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -296,7 +296,7 @@ def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path
     `params`, `hypparams`) to `.npz` (keys such as `params/Ab`) or `.h5`/`.hdf5` (one group per
     dict). Written atomically. `key`: stored as `seed` (its raw `uint32` data); default `PRNGKey(0)`.
     """
-    from .compat import model_to_dict
+    from ..compat import model_to_dict
 
     path = Path(path)
     ext = path.suffix.lower()
@@ -320,7 +320,7 @@ def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path
 
 def load_moseq_model(path: str | os.PathLike) -> ARHMM:
     """Read a reference dict model written by `save_moseq_model` (or laid out the same way) as an `ARHMM`."""
-    from .compat import model_from_dict
+    from ..compat import model_from_dict
 
     path = Path(path)
     ext = path.suffix.lower()

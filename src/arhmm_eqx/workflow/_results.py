@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._custom_types import Array, ArrayLike, Float
+from .._custom_types import Array, ArrayLike, Float
+from .._model import ARHMM
+from .._params import Params
+from .._states import States
+from .._summaries import run_starts
 from ._data import Dataset
 from ._files import atomic_write
-from ._model import ARHMM
-from ._params import Params
-from ._states import States
-from ._summaries import run_starts
 
 
 def _as_zv(z, valid) -> tuple[np.ndarray, np.ndarray]:
