@@ -82,6 +82,7 @@ def main():
 
     import arhmm_eqx as ae
     from arhmm_eqx import _em, _gradient, _run
+    from arhmm_eqx._gibbs import SweepOptions
     from arhmm_eqx._log_posterior import stable_marginal_log_likelihood
 
     stable_mll = jax.jit(stable_marginal_log_likelihood)
@@ -104,8 +105,8 @@ def main():
     rows.append(("Adam", c, r, adam, f"{args.adam_steps} steps, lr {args.lr} cosine-decayed"))
 
     start_iter = jnp.asarray(0, jnp.int32)
-    c, r, (gibbs, ginfo) = _timed(_run._scan_chain, jr.key(2), start, x, mask, start_iter, args.gibbs_sweeps,
-                                  False, None, False)
+    c, r, (gibbs, ginfo) = _timed(_run.scan_chain_compiled, jr.key(2), start, x, mask, start_iter,
+                                  args.gibbs_sweeps, SweepOptions())
     rows.append(("Gibbs", c, r, gibbs, f"{args.gibbs_sweeps} sweeps, last sample"))
 
     # Composition: each fit is an ARHMM that seeds the others.

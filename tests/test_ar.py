@@ -107,7 +107,7 @@ def test_sufficient_stats_match_loop(dtype):
 def test_sufficient_stats_small_blocks(monkeypatch, dtype):
     # Blocks of 3 frames (not a divisor of any state's frame count): the padding of each state's
     # last block and the sum over blocks are exercised.
-    monkeypatch.setattr(ar, "_STATS_BLOCK", 3)
+    monkeypatch.setattr(ar, "STATS_BLOCK", 3)
     x, mask, z, _ = _problem(1)
     K, L = 3, 2
     x = x.astype(dtype).astype(np.float64)

@@ -164,8 +164,8 @@ def test_run_chains_traces_once_across_kappa_grids(data, grid_models, monkeypatc
     x, mask = data
     ae.run_chains(jr.key(6), grid_models, x, mask, 2)  # compiled here or before
     calls = []
-    real = arhmm_eqx._run.gibbs_sweep
-    monkeypatch.setattr(arhmm_eqx._run, "gibbs_sweep", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = arhmm_eqx._model.gibbs_sweep
+    monkeypatch.setattr(arhmm_eqx._model, "gibbs_sweep", lambda *a, **k: calls.append(1) or real(*a, **k))
     other = eqx.tree_at(lambda m: m.hyperparams.kappa, grid_models, jnp.array([3.0, 3e3, 3e7]))
     ae.run_chains(jr.key(6), other, x, mask, 2)
     assert calls == []

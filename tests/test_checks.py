@@ -62,8 +62,8 @@ def _no_sampling(monkeypatch, params_too=True):
     def fail(*args, **kwargs):
         raise AssertionError("sampling started before the input was checked")
 
-    monkeypatch.setattr(arhmm_eqx._model, "_from_prior", fail)
-    monkeypatch.setattr(arhmm_eqx._model, "_from_params", fail)
+    monkeypatch.setattr(arhmm_eqx._model, "draw_from_prior", fail)
+    monkeypatch.setattr(arhmm_eqx._model, "draw_given_params", fail)
     monkeypatch.setattr(arhmm_eqx._run, "gibbs_step", fail)
     monkeypatch.setattr(arhmm_eqx._run, "_scan_chain", fail)
     monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_states_jit", fail)

@@ -49,7 +49,6 @@ from arhmm_eqx._generate import simulate_dataset
 from arhmm_eqx._hyperparams import Hyperparams, default_M_0
 from arhmm_eqx._initialize import init_params
 from arhmm_eqx._log_prob import log_joint_likelihood
-from arhmm_eqx._model import ARHMM
 from arhmm_eqx._params import Params
 from arhmm_eqx._states import States
 from arhmm_eqx._transitions import init_hdp_transitions, transition_weights
@@ -204,9 +203,9 @@ def _joint_step(setup, *, sweep_mask=None):
 
     def step(key, s):
         key_sweep, key_x = jr.split(key)
-        model = ARHMM(hp, Params(Ab=s["Ab"], Q=s["Q"], pi=s["pi"], betas=s["betas"]), States(z=s["z"]))
-        model, _ = gibbs_module.gibbs_sweep(key_sweep, model, s["x"], sweep_mask)
-        p, z = model.params, model.states.z
+        params = Params(Ab=s["Ab"], Q=s["Q"], pi=s["pi"], betas=s["betas"])
+        p, states, _ = gibbs_module.gibbs_sweep(key_sweep, hp, params, States(z=s["z"]), s["x"], sweep_mask)
+        z = states.z
         return dict(Ab=p.Ab, Q=p.Q, betas=p.betas, pi=p.pi, z=z, x=simulate_x(key_x, z, p.Ab, p.Q, mask))
 
     return step

@@ -28,6 +28,7 @@ from jax import lax
 import arhmm_eqx as ae
 import arhmm_eqx._gibbs as gibbs_module
 from arhmm_eqx._initialize import init_params
+from arhmm_eqx._model import sweep
 from arhmm_eqx._stateseqs import marginal_log_likelihood
 
 
@@ -110,7 +111,7 @@ def _reverse_sweep(key, model, x, mask):
 
 
 def _forward_sweep(key, model, x, mask):
-    return gibbs_module.gibbs_sweep(key, model, x, mask)[0]
+    return sweep(key, model, x, mask)[0]
 
 
 def _statistics(model, x, mask):

@@ -12,7 +12,8 @@ import pytest
 import arhmm_eqx as ae
 import arhmm_eqx._run
 from arhmm_eqx._checks import check_data
-from arhmm_eqx._gibbs import gibbs_sweep
+from arhmm_eqx._gibbs import SweepOptions
+from arhmm_eqx._model import sweep as gibbs_sweep
 
 
 # The sizes shared with the other test files, so compiled functions are reused (`gibbs_step` is
@@ -173,12 +174,13 @@ def test_sweep_has_no_host_callback(data, models):
     x, mask = check_data(x, mask, nlags=L, latent_dim=D)
     model = models[0][0]
     for states_only in (False, True):
-        jaxpr = jax.make_jaxpr(lambda key, m: gibbs_sweep(key, m, x, mask, states_only=states_only))(jr.key(0), model)
+        options = SweepOptions(states_only=states_only)
+        jaxpr = jax.make_jaxpr(lambda key, m: gibbs_sweep(key, m, x, mask, options))(jr.key(0), model)
         text = str(jaxpr)
         assert "callback" not in text
         assert "scan" in text or "while" in text  # the printed jaxpr includes the nested ones
-    scan_chain = arhmm_eqx._run._scan_chain
-    chain = jax.make_jaxpr(lambda key, m: scan_chain(key, m, x, mask, 0, 2, False, None))(jr.key(0), model)
+    scan_chain = arhmm_eqx._run.scan_chain_compiled
+    chain = jax.make_jaxpr(lambda key, m: scan_chain(key, m, x, mask, 0, 2, SweepOptions()))(jr.key(0), model)
     assert "callback" not in str(chain)
     # positive control: a host callback does show up in a printed jaxpr, also when nested
     control = jax.make_jaxpr(
@@ -191,13 +193,13 @@ def test_sweep_has_no_host_callback(data, models):
 def count_traces(monkeypatch):
     """A list that grows by one each time the drivers (`gibbs_step`, `run_chain`) trace the sweep."""
     traces = []
-    real = arhmm_eqx._run.gibbs_sweep
+    real = arhmm_eqx._model.gibbs_sweep
 
     def counting(*args, **kwargs):
         traces.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(arhmm_eqx._run, "gibbs_sweep", counting)
+    monkeypatch.setattr(arhmm_eqx._model, "gibbs_sweep", counting)
     return traces
 
 

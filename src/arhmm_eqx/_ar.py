@@ -10,19 +10,18 @@ from jax import lax
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._distributions import mniw_prior_joint, sample_mniw_from_joint
 from ._lags import augmented_regressors
-from ._linalg import psd_cholesky, solve_lower
+from ._linalg import PRECISION, psd_cholesky, solve_lower
 
 
 # Full float32 accuracy for the likelihood products: on GPUs the default precision of a
 # float32 matmul is TF32 (about 1e-3 relative), which shifts log-likelihoods visibly.
-_PRECISION = lax.Precision.HIGHEST
 
 # Frames per chunk are chosen so that one chunk of outer products holds about 2**22
 # numbers (16 MiB in float32), whatever D and L are.
 _CHUNK_ELEMENTS = 2**22
 
 
-def _chunk_size(width: int, total: int) -> int:
+def chunk_size(width: int, total: int) -> int:
     return max(1, min(total, _CHUNK_ELEMENTS // max(1, width)))
 
 
@@ -30,10 +29,10 @@ def _chunk_size(width: int, total: int) -> int:
 # state's frames are padded to a multiple of this, so the padding is at most K * (block - 1)
 # frames; 256 keeps that a few percent of a typical dataset while the per-block products
 # stay large enough for an efficient batched matrix product.
-_STATS_BLOCK = 256
+STATS_BLOCK = 256
 # Blocks gathered and multiplied per step of the scan: 32 blocks of 256 frames are 8192
 # regressors at a time, a few MiB, whatever the size of the dataset.
-_STATS_BLOCKS_PER_STEP = 32
+STATS_BLOCKS_PER_STEP = 32
 
 
 def _stable_argsort_small_keys(keys: Int[Array, " M"], num_keys: int) -> Int[Array, " M"]:
@@ -61,12 +60,12 @@ def ar_sufficient_stats(
 
     No `K x frames` one-hot and no per-frame scatter of outer products: valid frames are
     sorted by state and assigned slots so that each state's frames fill whole blocks of
-    `_STATS_BLOCK` slots (empty slots pad a state's last block). A scan then gathers the
+    `STATS_BLOCK` slots (empty slots pad a state's last block). A scan then gathers the
     regressors of a few blocks at a time straight from `x`, one batched product gives
     every block's `V_b^T V_b`, and a segment sum over blocks gives the states'. Beyond `x`,
     memory is a few integers per frame plus one `(A + D)^2` matrix per block.
     """
-    K, C, G = num_states, _STATS_BLOCK, _STATS_BLOCKS_PER_STEP
+    K, C, G = num_states, STATS_BLOCK, STATS_BLOCKS_PER_STEP
     N, T, D = x.shape
     Tz = T - nlags
     M = N * Tz
@@ -93,7 +92,7 @@ def ar_sufficient_stats(
         frames = x_flat[row[:, None] + jnp.arange(nlags + 1, dtype=jnp.int32)[None, :]]  # (G*C, L+1, D)
         v = jnp.concatenate([frames[:, :nlags].reshape(-1, nlags * D), ones, frames[:, nlags]], axis=1)
         v = jnp.where((slots >= 0)[:, None], v, jnp.zeros((), dtype)).reshape(G, C, -1)
-        return None, jnp.einsum("bci,bcj->bij", v, v, precision=_PRECISION)
+        return None, jnp.einsum("bci,bcj->bij", v, v, precision=PRECISION)
 
     _, block_stats = lax.scan(step, None, source.reshape(-1, G * C))
     block_stats = block_stats.reshape(num_blocks, *block_stats.shape[2:])
@@ -175,7 +174,7 @@ def whitened_transforms(
     L = psd_cholesky(Q)
     eye = jnp.broadcast_to(jnp.eye(D, dtype=Q.dtype), (K, D, D))
     L_inv = solve_lower(L, eye)
-    W = jnp.concatenate([-jnp.matmul(L_inv, Ab, precision=_PRECISION), L_inv], axis=-1)  # (K, D, A + D)
+    W = jnp.concatenate([-jnp.matmul(L_inv, Ab, precision=PRECISION), L_inv], axis=-1)  # (K, D, A + D)
     W = jnp.transpose(W, (2, 1, 0)).reshape(A + D, D * K)
     log_norm = -jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1) - 0.5 * D * math.log(2 * math.pi)
     return W, log_norm
@@ -203,8 +202,8 @@ def ar_log_likelihoods(
     v = augmented_regressors(x, nlags).reshape(N * Tz, A + D)
 
     def one_frame(v_t):
-        return log_norm - 0.5 * squared_residual_norms(jnp.matmul(v_t, W, precision=_PRECISION), K)
+        return log_norm - 0.5 * squared_residual_norms(jnp.matmul(v_t, W, precision=PRECISION), K)
 
-    ll = lax.map(one_frame, v, batch_size=_chunk_size(K * D, N * Tz))
+    ll = lax.map(one_frame, v, batch_size=chunk_size(K * D, N * Tz))
     # Select, not multiply: a masked frame's row is 0 even when its lags made it inf or NaN.
     return jnp.where(mask[:, nlags:, None] > 0, ll.reshape(N, Tz, K), jnp.zeros((), ll.dtype))

@@ -15,9 +15,9 @@ import jax.tree_util as jtu
 import numpy as np
 
 from . import _model
-from ._checks import check_data, check_key, check_positive, validate_data
+from ._checks import check_data, check_int, check_key, check_positive, validate_data
 from ._custom_types import Array, Float, PRNGKeyArray
-from ._gibbs import GibbsInfo
+from ._gibbs import GibbsInfo, SweepOptions
 from ._hyperparams import Hyperparams
 from ._memory import check_memory_fits
 from ._model import ARHMM
@@ -78,7 +78,7 @@ def hyperparams_grid(hyperparams: Hyperparams, **values) -> Hyperparams:
 @eqx.filter_jit
 def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool):
     keys = jr.split(key, num_chains)
-    init = lambda hp, k: _model._from_prior(hp, x, mask, k)
+    init = lambda hp, k: _model.draw_from_prior(hp, x, mask, k)
     return eqx.filter_vmap(init, in_axes=(0 if batched else None, 0))(hyperparams, keys)
 
 
@@ -110,23 +110,21 @@ def init_chains(
     if C is not None and num_chains is not None and num_chains != C:
         raise ValueError(f"`num_chains` = {num_chains} but the batched `hyperparams` hold {C} chains.")
     C = num_chains if C is None else C
-    if isinstance(C, bool) or not isinstance(C, int) or C < 1:
-        raise ValueError(f"`num_chains` must be a positive int; got {C!r}.")
+    C = check_int("num_chains", C)
     check_key(key)
     x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)  # on the host
     return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None)
 
 
 @eqx.filter_jit
-def _run_chains(key, models, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, mesh,
-                chain_batch_size):
+def _run_chains(key, models, x, mask, start, num_iters: int, options: SweepOptions, thin, mesh, chain_batch_size):
     C = chain_count(models)
     keys = jr.split(key, C)
     hp, dtype = models.hyperparams, models.params.Ab.dtype
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     x, mask = x.astype(dtype), mask.astype(dtype)
     models, keys, x, mask = constrain(models, keys, x, mask, mesh)
-    run = lambda k, m: scan_sweeps(k, m, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin)
+    run = lambda k, m: scan_sweeps(k, m, x, mask, start, num_iters, options, thin)
     if chain_batch_size is None or chain_batch_size >= C:
         return eqx.filter_vmap(run)(keys, models)
     # `chain_batch_size` chains at a time (vmapped), the batches one after another in the same program
@@ -196,15 +194,15 @@ def run_chains(
     if C is None:
         raise ValueError("`models` must be batched (a leading chain axis, from `init_chains`); "
                          "for a single model use `run_chain`.")
+    options = SweepOptions(states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel)
     check_thin(num_iters, thin)
     check_key(key)
     models.check()
     hp = models.hyperparams
     x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     _model.check_states_fit_data(models.states.z, x, hp.nlags)
+    chain_batch_size = check_int("chain_batch_size", chain_batch_size, allow_none=True)
     if chain_batch_size is not None:
-        if isinstance(chain_batch_size, bool) or not isinstance(chain_batch_size, int) or chain_batch_size < 1:
-            raise ValueError(f"`chain_batch_size` must be None or a positive int; got {chain_batch_size!r}.")
         if mesh is not None:
             raise ValueError("`chain_batch_size` and `mesh` cannot be combined: with a mesh each device runs "
                              "only its own chains; to use less memory per device, add devices or `sequence_chunk`.")
@@ -217,8 +215,7 @@ def run_chains(
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
-    return _run_chains(key, models, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin, mesh,
-                       chain_batch_size)
+    return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size)
 
 
 class KappaScan(NamedTuple):
@@ -282,8 +279,7 @@ def kappa_scan(
     """
     kappas = np.asarray(kappas, dtype=np.float64).reshape(-1)
     R = chains_per_kappa
-    if isinstance(R, bool) or not isinstance(R, int) or R < 1:
-        raise ValueError(f"`chains_per_kappa` must be a positive int; got {R!r}.")
+    R = check_int("chains_per_kappa", R)
     if not 0.0 <= burn_in < 1.0:
         raise ValueError(f"`burn_in` must be a fraction in [0, 1); got {burn_in!r}.")
     grid = hyperparams_grid(hyperparams, kappa=np.repeat(kappas, R))

@@ -20,6 +20,18 @@ def _is_traced(*arrays) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+def check_int(name: str, value, *, minimum: int = 1, maximum: int | None = None, allow_none: bool = False):
+    """`value` as a Python int, or `ValueError` naming `name`: an `int` or NumPy integer (not a
+    bool) in `[minimum, maximum]`; None passes through when `allow_none`."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < minimum or (maximum is not None and value > maximum):
+        want = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}` must be {want}{' or None' if allow_none else ''}; got {value!r}.")
+    return int(value)
+
+
 def check_positive(name: str, value, fix: str = "") -> None:
     """Raise `ValueError` when a concrete hyperparameter is not strictly positive."""
     if _is_traced(value):

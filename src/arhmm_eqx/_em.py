@@ -42,12 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._ar import _PRECISION, _chunk_size, ar_log_likelihoods, mniw_posterior_joint
-from ._checks import check_data, validate_data
+from ._ar import ar_log_likelihoods, chunk_size, mniw_posterior_joint
+from ._checks import check_data, check_int, validate_data
 from ._custom_types import Array, Bool, Float, Int
-from ._hyperparams import Hyperparams
 from ._lags import augmented_regressors
-from ._linalg import psd_cholesky, solve_lower_transposed
+from ._linalg import PRECISION, psd_cholesky, solve_lower_transposed
 from ._log_posterior import dirichlet_concentrations, forward_filter, log_prior
 from ._model import ARHMM
 from ._params import Params
@@ -76,7 +75,7 @@ def forward_backward(
         return jnp.exp(a - jnp.max(a))
 
     def backward(b_next, ll_next):
-        b = jnp.matmul(pi, scaled(ll_next, b_next), precision=_PRECISION)
+        b = jnp.matmul(pi, scaled(ll_next, b_next), precision=PRECISION)
         b = b / jnp.sum(b)
         return b, b
 
@@ -85,9 +84,9 @@ def forward_backward(
     b = jnp.concatenate([b, b_last[None]], axis=0)
     gamma = jax.nn.softmax(jnp.log(jnp.maximum(filt, tiny)) + jnp.log(jnp.maximum(b, tiny)), axis=-1)
     h = jax.vmap(scaled)(ll[1:], b[1:])
-    pred = jnp.matmul(filt[:-1], pi, precision=_PRECISION)
+    pred = jnp.matmul(filt[:-1], pi, precision=PRECISION)
     scale = w / jnp.maximum(jnp.sum(pred * h, axis=-1), tiny)
-    xi = pi * jnp.matmul(filt[:-1].T, h * scale[:, None], precision=_PRECISION)
+    xi = pi * jnp.matmul(filt[:-1].T, h * scale[:, None], precision=PRECISION)
     return log_norm, gamma, xi
 
 
@@ -110,7 +109,7 @@ def expected_ar_stats(
     valid = (mask[:, nlags:] > 0).reshape(M, 1)
     v = jnp.where(valid, v.reshape(M, AD), jnp.zeros((), v.dtype))  # select: masked rows never enter
     w = jnp.where(valid, gamma.reshape(M, K), jnp.zeros((), gamma.dtype))
-    C = _chunk_size(P, M)
+    C = chunk_size(P, M)
     num_chunks = -(-M // C)
     pad = num_chunks * C - M
     v = jnp.pad(v, ((0, pad), (0, 0))).reshape(num_chunks, C, AD)
@@ -118,7 +117,7 @@ def expected_ar_stats(
 
     def step(acc, inputs):
         v_c, w_c = inputs
-        return acc + jnp.matmul(w_c.T, v_c[:, rows] * v_c[:, cols], precision=_PRECISION), None
+        return acc + jnp.matmul(w_c.T, v_c[:, rows] * v_c[:, cols], precision=PRECISION), None
 
     acc, _ = lax.scan(step, jnp.zeros((K, P), x.dtype), (v, w))
     # Mirror the triangle: entries (i, j) and (j, i) both take acc's value; the diagonal once.
@@ -162,7 +161,7 @@ def mniw_mode(
     L_P, B, L_S = L[:, :A, :A], L[:, A:, :A], L[:, A:, A:]
     # M_n L_P = B  <=>  L_P^T M_n^T = B^T
     Ab = jnp.swapaxes(solve_lower_transposed(L_P, jnp.swapaxes(B, -1, -2)), -1, -2)
-    S_n = jnp.matmul(L_S, jnp.swapaxes(L_S, -1, -2), precision=_PRECISION)
+    S_n = jnp.matmul(L_S, jnp.swapaxes(L_S, -1, -2), precision=PRECISION)
     Q = S_n / (nu_n + (D + 1 + A))[:, None, None]
     return Ab, Q
 
@@ -214,18 +213,13 @@ class EMInfo(eqx.Module):
     converged: Bool[Array, ""]
 
 
-def _hp_kwargs(hp: Hyperparams, dtype) -> dict:
-    names = ("alpha", "kappa", "nu_0", "S_0", "M_0", "K_0")
-    return {k: jnp.asarray(getattr(hp, k), dtype) for k in names}
-
-
 @eqx.filter_jit
 def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
     hp, p = model.hyperparams, model.params
     dtype = p.Ab.dtype
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     x, mask = x.astype(dtype), mask.astype(dtype)
-    kw = _hp_kwargs(hp, dtype)
+    kw = hp.prior_kwargs(dtype)
     betas = p.betas
     threshold = tol.astype(dtype) * jnp.sum(mask[:, hp.nlags :])
     nan = jnp.full((max_iters + 1,), jnp.nan, dtype)
@@ -276,8 +270,7 @@ def fit_em(
     seed `run_chain`; and an `EMInfo`.
     """
     hp = model.hyperparams
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"`max_iters` must be an integer >= 1; got {max_iters!r}.")
+    max_iters = check_int("max_iters", max_iters)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"`tol` must be a number >= 0 (an improvement per valid frame); got {tol!r}.")
     model.check()

@@ -22,9 +22,10 @@ import jax.random as jr
 from jax import lax
 
 from . import _parallel
-from ._ar import _PRECISION, squared_residual_norms, whitened_transforms
+from ._ar import squared_residual_norms, whitened_transforms
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._lags import augmented_regressors
+from ._linalg import PRECISION
 
 
 # Frames per block. The block's residuals, `N * block * K * D` numbers, should stay near
@@ -84,13 +85,13 @@ def forward_filter_blocks(
         # pred >= tiny; the floor here undoes rounding and flush-to-zero of `filt * tiny`.
         # Without it, a frame explained only by a state reachable through a floored entry
         # gives c = 0 and NaN messages.
-        pred = jnp.maximum(jnp.matmul(filt, pi, precision=_PRECISION), tiny)
+        pred = jnp.maximum(jnp.matmul(filt, pi, precision=PRECISION), tiny)
         step = jnp.log(c) + m_t
         return (pred, acc + step), ((filt, step) if keep_filtered else None)
 
     def block_step(carry, b):
         v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
-        sq = squared_residual_norms(jnp.matmul(v, W, precision=_PRECISION), K)
+        sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
         ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
         # The exponentials are taken for the whole block at once, outside the recursion.
         m = jnp.max(ll, axis=-1)
@@ -138,13 +139,13 @@ def _draw(p, u, group: int):
     pg = jnp.pad(p, ((0, 0), (0, num_groups * G - K))).reshape(N, num_groups, G)
     upper_groups = jnp.triu(jnp.ones((num_groups, num_groups), dtype))
     upper_within = jnp.triu(jnp.ones((G, G), dtype))
-    cdf = jnp.matmul(jnp.sum(pg, axis=-1), upper_groups, precision=_PRECISION)  # (N, groups)
+    cdf = jnp.matmul(jnp.sum(pg, axis=-1), upper_groups, precision=PRECISION)  # (N, groups)
     target = u * cdf[:, -1]
     g = jnp.minimum(jnp.sum(cdf < target[:, None], axis=-1), num_groups - 1)
     pick = jax.nn.one_hot(g, num_groups, dtype=dtype)
     before = jnp.sum(cdf * jax.nn.one_hot(g - 1, num_groups, dtype=dtype), axis=-1)  # 0 for g = 0
     within = jnp.sum(pg * pick[:, :, None], axis=1)  # (N, G)
-    cdf_within = jnp.matmul(within, upper_within, precision=_PRECISION)
+    cdf_within = jnp.matmul(within, upper_within, precision=PRECISION)
     j = jnp.sum(cdf_within < (target - before)[:, None], axis=-1)
     last_positive = G - 1 - jnp.argmax(within[:, ::-1] > 0, axis=-1)
     return (g * G + jnp.minimum(j, last_positive)).astype(jnp.int32)
@@ -272,7 +273,7 @@ def _map_sequence_chunks(fn, sequence_chunk: int, *arrays):
 def _block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
     """Scaled emission likelihoods `exp(ll - max ll)` of one block, `(N, block, K)`; masked rows are ones."""
     v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
-    sq = squared_residual_norms(jnp.matmul(v, W, precision=_PRECISION), K)
+    sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
     ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
     return jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True))
 
@@ -296,7 +297,7 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
         # Scaled to a maximum of one before the product, so that products with floored
         # entries of pi do not flush to zero (the scale cancels in the normalisation).
         v = lik_t * beta
-        beta = jnp.matmul(v / jnp.max(v, axis=-1, keepdims=True), pi_T, precision=_PRECISION)
+        beta = jnp.matmul(v / jnp.max(v, axis=-1, keepdims=True), pi_T, precision=PRECISION)
         return beta / jnp.sum(beta, axis=-1, keepdims=True), post
 
     def block_step(beta, inputs):

@@ -1,17 +1,45 @@
-"""The Gibbs sweep, in the fixed order of model.md: transitions -> AR parameters -> states."""
+"""The Gibbs sweep, in the fixed order of model.md: transitions -> AR parameters -> states.
+
+The one file that knows the order of the blocks. It works on `Hyperparams`, `Params` and
+`States` (not on `ARHMM`, which builds on it), so the model and its drivers import it and it
+imports neither.
+"""
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
 from ._ar import resample_ar_params
+from ._checks import check_int
 from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
 from ._ffbs import sample_stateseqs
-from ._model import ARHMM
+from ._hyperparams import Hyperparams
 from ._params import Params
 from ._states import States
 from ._summaries import median_duration, num_states_used
 from ._transitions import resample_hdp_transitions, transition_weights
+
+
+class SweepOptions(eqx.Module):
+    """How a sweep runs; static, so each combination compiles once and none changes the chain's law.
+
+    - `states_only`: resample only the states (parameters fixed). The key is split the same
+      way either way, so the state step's randomness does not shift.
+    - `sequence_chunk`: filter and sample the states this many sequences at a time, which
+      bounds the memory of the state step (same samples).
+    - `parallel`: parallel-in-time filter and sampler (same samples, logarithmic depth, `K`
+      times the memory of the sequential filter), meant for accelerators.
+    """
+
+    states_only: bool = eqx.field(default=False, static=True)
+    sequence_chunk: int | None = eqx.field(default=None, static=True)
+    parallel: bool = eqx.field(default=False, static=True)
+
+    def __check_init__(self):
+        for name in ("states_only", "parallel"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be True or False; got {getattr(self, name)!r}.")
+        check_int("sequence_chunk", self.sequence_chunk, allow_none=True)
 
 
 class GibbsInfo(eqx.Module):
@@ -32,30 +60,26 @@ class GibbsInfo(eqx.Module):
 
 def gibbs_sweep(
     key: PRNGKeyArray,
-    model: ARHMM,
+    hyperparams: Hyperparams,
+    params: Params,
+    states: States,
     x: Float[Array, "N T D"],
     mask: Float[Array, "N T"],
-    *,
-    states_only: bool = False,
-    sequence_chunk: int | None = None,
-    parallel: bool = False,
-) -> tuple[ARHMM, GibbsInfo]:
-    """One sweep. `x` and `mask` must already be checked (`_checks.check_data`).
+    options: SweepOptions = SweepOptions(),
+) -> tuple[Params, States, GibbsInfo]:
+    """One sweep: new `(params, states)` and the sweep's `GibbsInfo`.
 
-    `sequence_chunk` bounds the memory of the state step (see `_ffbs.sample_stateseqs`);
-    `parallel` uses the parallel-in-time filter and sampler (`_parallel.py`: same draws,
-    logarithmic depth, `K` times the memory), meant for accelerators.
-
-    The key is split into three named subkeys whether or not `states_only` is set, so
-    switching the parameter steps off does not shift the randomness of the state step.
+    `x` and `mask` must already be checked and cleaned (`_checks.clean_data`), in the dtype
+    of `params`. The key is split into three named subkeys whether or not
+    `options.states_only` is set.
     """
-    hp, p = model.hyperparams, model.params
+    hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
     key_trans, key_ar, key_z = jr.split(key, 3)
-    z, Ab, Q, pi, betas = model.states.z, p.Ab, p.Q, p.pi, p.betas
+    z, Ab, Q, pi, betas = states.z, p.Ab, p.Q, p.pi, p.betas
     x = x.astype(Ab.dtype)
     mask = mask.astype(Ab.dtype)
-    if not states_only:
+    if not options.states_only:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
         )
@@ -63,7 +87,7 @@ def gibbs_sweep(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
     z, log_joint_x, log_marginal = sample_stateseqs(
-        key_z, x, mask, Ab, Q, pi, sequence_chunk=sequence_chunk, parallel=parallel
+        key_z, x, mask, Ab, Q, pi, sequence_chunk=options.sequence_chunk, parallel=options.parallel
     )
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
@@ -71,7 +95,6 @@ def gibbs_sweep(
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
         & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
     )
-    new = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z))
     valid = mask[:, L:] > 0
     info = GibbsInfo(
         log_joint_x=log_joint_x,
@@ -80,4 +103,4 @@ def gibbs_sweep(
         median_duration=median_duration(z, valid).astype(Ab.dtype),
         ok=ok,
     )
-    return new, info
+    return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z), info

@@ -14,7 +14,7 @@ import jax.random as jr
 import optax
 from jax import lax
 
-from ._checks import check_data
+from ._checks import check_data, check_int
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._linalg import psd_cholesky
 from ._log_posterior import log_prior, stable_marginal_log_likelihood
@@ -71,7 +71,7 @@ def _loss(u: UnconstrainedParams, x, mask, betas, prior_kw, scale, num_frames):
 def _fit_gradient(model: ARHMM, x, mask, optimizer, key, num_steps: int, batch_size):
     hp, p = model.hyperparams, model.params
     dtype = p.Ab.dtype
-    prior_kw = {k: getattr(hp, k).astype(dtype) for k in ("alpha", "kappa", "nu_0", "S_0", "M_0", "K_0")}
+    prior_kw = hp.prior_kwargs(dtype)
     num_frames = jnp.sum(mask[:, hp.nlags :])
     N = x.shape[0]
     optimizer = optax.with_extra_args_support(optimizer)
@@ -133,13 +133,11 @@ def fit_gradient(
     so it can seed `run_chain` or `fit_em`; and the loss before each step, shape `(num_steps,)`.
     """
     hp = model.hyperparams
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be an integer >= 1; got {num_steps!r}.")
+    num_steps = check_int("num_steps", num_steps)
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     N = x.shape[0]
+    batch_size = check_int("batch_size", batch_size, maximum=N, allow_none=True)
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= N:
-            raise ValueError(f"`batch_size` must be an integer in [1, N = {N}] or None; got {batch_size!r}.")
         if key is None:
             raise ValueError("`key` is required with `batch_size` (it draws the batches): pass `key=jr.key(0)`.")
         if batch_size == N:

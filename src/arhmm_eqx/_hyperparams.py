@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_positive
+from ._checks import check_int, check_positive
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
 
@@ -29,8 +29,7 @@ def default_M_0(latent_dim: int, nlags: int) -> np.ndarray:
 
 def _check_sizes(**sizes) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+        check_int(name, value)
 
 
 def check_hyperparam_values(hp: "Hyperparams", prefix: str = "") -> None:
@@ -94,6 +93,11 @@ class Hyperparams(eqx.Module):
             return self
         return eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
                            [getattr(self, k).astype(dtype) for k in names])
+
+    def prior_kwargs(self, dtype) -> dict:
+        """`{alpha, kappa, nu_0, S_0, M_0, K_0}` in `dtype`: the arguments of the log prior
+        (`_log_posterior.log_prior`, `log_posterior`) and of the EM M-step."""
+        return {k: jnp.asarray(getattr(self, k), dtype) for k in ("alpha", "kappa", "nu_0", "S_0", "M_0", "K_0")}
 
     @classmethod
     def from_scales(

@@ -16,7 +16,7 @@ from jax import lax
 from ._custom_types import Array, Float
 
 
-_PRECISION = lax.Precision.HIGHEST
+PRECISION = lax.Precision.HIGHEST  # every matmul of the library: full float32 on accelerators too
 
 
 def symmetrize(A: Float[Array, "*batch n n"]) -> Float[Array, "*batch n n"]:
@@ -34,7 +34,7 @@ def cholesky(A: Float[Array, "*batch n n"]) -> Float[Array, "*batch n n"]:
     rows = jnp.arange(n, dtype=jnp.int32)
 
     def column(j, L):
-        v = A[..., :, j] - jnp.einsum("...ik,...k->...i", L, L[..., j, :], precision=_PRECISION)
+        v = A[..., :, j] - jnp.einsum("...ik,...k->...i", L, L[..., j, :], precision=PRECISION)
         d = jnp.sqrt(v[..., j])
         col = jnp.where(rows > j, v / d[..., None], jnp.where(rows == j, d[..., None], 0.0))
         return L.at[..., :, j].set(col)
@@ -60,7 +60,7 @@ def solve_lower(L: Float[Array, "*batch_l n n"], B: Float[Array, "*batch_b n m"]
     L, B = _broadcast_batch(L, B)
 
     def row(i, X):
-        r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., i, :], X, precision=_PRECISION)
+        r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., i, :], X, precision=PRECISION)
         return X.at[..., i, :].set(r / L[..., i, i][..., None])
 
     return lax.fori_loop(0, L.shape[-1], row, jnp.zeros_like(B))
@@ -75,7 +75,7 @@ def solve_lower_transposed(
 
     def row(k, X):
         i = n - 1 - k
-        r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., :, i], X, precision=_PRECISION)
+        r = B[..., i, :] - jnp.einsum("...k,...km->...m", L[..., :, i], X, precision=PRECISION)
         return X.at[..., i, :].set(r / L[..., i, i][..., None])
 
     return lax.fori_loop(0, n, row, jnp.zeros_like(B))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ar import _STATS_BLOCK, _STATS_BLOCKS_PER_STEP
+from ._ar import STATS_BLOCK, STATS_BLOCKS_PER_STEP
 from ._ffbs import DEFAULT_BLOCK
 
 
@@ -71,8 +71,8 @@ def estimate_memory(
     data = N * T * D * s + N * T * s + num_chains * N * Tz * 4  # x and mask are shared; one z per chain
     messages = math.ceil(Tz / DEFAULT_BLOCK) * DEFAULT_BLOCK * Nc * K * s
     blocks = 3 * Nc * DEFAULT_BLOCK * K * D * s
-    num_blocks = math.ceil(N * Tz / _STATS_BLOCK) + K
-    stats = 5 * N * Tz * 4 + 3 * _STATS_BLOCK * _STATS_BLOCKS_PER_STEP * AD * s + num_blocks * AD * AD * s
+    num_blocks = math.ceil(N * Tz / STATS_BLOCK) + K
+    stats = 5 * N * Tz * 4 + 3 * STATS_BLOCK * STATS_BLOCKS_PER_STEP * AD * s + num_blocks * AD * AD * s
     working = blocks + stats
     if exact:
         working = max(0, _compiled_temporaries(N, T, D, L, K, dtype, sequence_chunk) - messages)
@@ -82,9 +82,8 @@ def estimate_memory(
 
 
 def _compiled_temporaries(N, T, D, L, K, dtype, sequence_chunk) -> int:
-    from ._gibbs import gibbs_sweep
+    from ._gibbs import SweepOptions, gibbs_sweep
     from ._hyperparams import Hyperparams
-    from ._model import ARHMM
     from ._params import Params
     from ._states import States
 
@@ -94,10 +93,11 @@ def _compiled_temporaries(N, T, D, L, K, dtype, sequence_chunk) -> int:
     A = D * L + 1
     params = Params(Ab=jnp.zeros((K, D, A), dt), Q=jnp.zeros((K, D, D), dt), pi=jnp.zeros((K, K), dt),
                     betas=jnp.zeros((K,), dt))
-    model = ARHMM(hp, params, States(z=jnp.zeros((N, T - L), jnp.int32)))
-    sweep = jax.jit(lambda m, x, mask, key: gibbs_sweep(key, m, x, mask, sequence_chunk=sequence_chunk))
+    states = States(z=jnp.zeros((N, T - L), jnp.int32))
+    options = SweepOptions(sequence_chunk=sequence_chunk)
+    sweep = jax.jit(lambda p, s, x, mask, key: gibbs_sweep(key, hp, p, s, x, mask, options))
     compiled = sweep.lower(
-        model, jax.ShapeDtypeStruct((N, T, D), dt), jax.ShapeDtypeStruct((N, T), dt), jax.random.key(0)
+        params, states, jax.ShapeDtypeStruct((N, T, D), dt), jax.ShapeDtypeStruct((N, T), dt), jax.random.key(0)
     ).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from . import _log_posterior, _log_prob, _stateseqs
-from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, validate_data
+from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, clean_data, validate_data
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._generate import simulate_dataset
+from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
 from ._hyperparams import Hyperparams, check_hyperparam_values
 from ._initialize import init_params
 from ._params import Params
@@ -66,14 +67,14 @@ class ARHMM(eqx.Module):
         """Draw parameters from the prior, then states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return _from_prior(hyperparams, x, mask, key)
+        return draw_from_prior(hyperparams, x, mask, key)
 
     @classmethod
     def from_params(cls, hyperparams: Hyperparams, params: Params, x, mask, *, key: PRNGKeyArray) -> "ARHMM":
         """Keep `params` and draw the states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return _from_params(hyperparams, params, x, mask, key)
+        return draw_given_params(hyperparams, params, x, mask, key)
 
     def _data(self, x, mask, *, uses_states: bool = False):
         """Host-side checks of the model and the data (no JAX operation); the methods' compiled
@@ -107,13 +108,10 @@ class ARHMM(eqx.Module):
         bounds memory for long datasets; the samples are the same. `parallel`: use the
         parallel-in-time filter and sampler (for GPUs; same samples, `K` times the memory).
         """
-        from ._run import checked_gibbs_step
-
+        options = SweepOptions(states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel)
         check_key(key)
         x, mask = self._data(x, mask, uses_states=True)  # the host-side checks, once
-        model, _ = checked_gibbs_step(
-            key, self, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
-        )
+        model, _ = sweep_compiled(key, self, x, mask, options)
         return model
 
     def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
@@ -201,24 +199,35 @@ def _viterbi_jit(model: ARHMM, x, mask, *, fill_value):
 _simulate_jit = eqx.filter_jit(simulate_dataset)
 
 
-def _prior_kwargs(hp: Hyperparams, dtype) -> dict:
-    return {k: getattr(hp, k).astype(dtype) for k in ("alpha", "kappa", "nu_0", "S_0", "M_0", "K_0")}
-
-
 @eqx.filter_jit
 def _log_prior_jit(p: Params, hp: Hyperparams):
-    return _log_posterior.log_prior(p.Ab, p.Q, p.pi, p.betas, **_prior_kwargs(hp, p.Ab.dtype))
+    return _log_posterior.log_prior(p.Ab, p.Q, p.pi, p.betas, **hp.prior_kwargs(p.Ab.dtype))
 
 
 @eqx.filter_jit
 def _log_posterior_jit(model: ARHMM, x, mask):
     p, hp = model.params, model.hyperparams
     x, mask = model._prepared(x, mask)
-    return _log_posterior.log_posterior(x, mask, p.Ab, p.Q, p.pi, p.betas, **_prior_kwargs(hp, p.Ab.dtype))
+    return _log_posterior.log_posterior(x, mask, p.Ab, p.Q, p.pi, p.betas, **hp.prior_kwargs(p.Ab.dtype))
+
+
+def sweep(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptions = SweepOptions()) -> tuple[ARHMM, GibbsInfo]:
+    """`gibbs_sweep` on a model (traceable; data checked, cleaned and in the model's dtype)."""
+    params, states, info = gibbs_sweep(key, model.hyperparams, model.params, model.states, x, mask, options)
+    return ARHMM(model.hyperparams, params, states), info
 
 
 @eqx.filter_jit
-def _from_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
+def sweep_compiled(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptions) -> tuple[ARHMM, GibbsInfo]:
+    """One sweep as one compiled program, on data whose host-side checks have run; the data
+    are cleaned (`clean_data`, no host callback) inside the program."""
+    x, mask = clean_data(x, mask, nlags=model.hyperparams.nlags)
+    dtype = model.params.Ab.dtype
+    return sweep(key, model, x.astype(dtype), mask.astype(dtype), options)
+
+
+@eqx.filter_jit
+def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
     x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
     z = _stateseqs.resample_discrete_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
@@ -226,7 +235,7 @@ def _from_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHM
 
 
 @eqx.filter_jit
-def _from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
+def draw_from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
     hp = hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     key_params, key_states = jr.split(key)

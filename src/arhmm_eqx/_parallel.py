@@ -29,16 +29,14 @@ from jax import lax
 
 from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int, PRNGKeyArray
-
-
-_PRECISION = lax.Precision.HIGHEST
+from ._linalg import PRECISION
 
 
 def _combine_scaled(a, b):
     """Product of two renormalised matrices with log-scales (batched over a leading axis)."""
     mat_a, log_a = a
     mat_b, log_b = b
-    mat = jnp.matmul(mat_a, mat_b, precision=_PRECISION)
+    mat = jnp.matmul(mat_a, mat_b, precision=PRECISION)
     scale = jnp.max(mat, axis=(-2, -1))
     return mat / scale[..., None, None], log_a + log_b + jnp.log(scale)
 

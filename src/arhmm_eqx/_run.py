@@ -8,10 +8,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jax import lax
 
-from ._checks import check_data_at_entry, check_key, clean_data
+from ._checks import check_data_at_entry, check_int, check_key, clean_data
 from ._custom_types import Array, Float, PRNGKeyArray
-from ._gibbs import GibbsInfo, gibbs_sweep
-from ._model import ARHMM, check_states_fit_data
+from ._gibbs import GibbsInfo, SweepOptions
+from ._model import ARHMM, check_states_fit_data, sweep, sweep_compiled
 
 
 _NOT_FINITE_MSG = (
@@ -40,31 +40,16 @@ def gibbs_step(
     memory (same samples). `parallel`: filter and sample the states with parallel-in-time
     scans (for GPUs; same samples, `K` times the memory of the sequential filter).
     """
+    options = SweepOptions(states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel)
     check_key(key)
     model.check()
     hp = model.hyperparams
     x, mask = check_data_at_entry(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host when concrete
     check_states_fit_data(model.states.z, x, hp.nlags)
-    return checked_gibbs_step(
-        key, model, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
-    )
+    return sweep_compiled(key, model, x, mask, options)
 
 
-@eqx.filter_jit
-def checked_gibbs_step(key, model: ARHMM, x, mask, *, states_only=False, sequence_chunk=None, parallel=False):
-    """`gibbs_step` on a model and data whose host-side checks have run (`ARHMM.resample` runs
-    them once); the data are cleaned (`clean_data`: no host callback) inside the compiled program."""
-    hp = model.hyperparams
-    x, mask = clean_data(x, mask, nlags=hp.nlags)
-    dtype = model.params.Ab.dtype
-    return gibbs_sweep(
-        key, model, x.astype(dtype), mask.astype(dtype), states_only=states_only, sequence_chunk=sequence_chunk,
-        parallel=parallel,
-    )
-
-
-def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
-                thin: int | None = None):
+def scan_sweeps(key, model: ARHMM, x, mask, start, num_iters: int, options: SweepOptions, thin: int | None = None):
     """The sweeps of one chain as a `lax.scan` (not jitted, so it can be vmapped over chains).
 
     Sweep `i` uses `fold_in(key, start + i)`. With `thin`, the scan is nested (outer steps of
@@ -74,9 +59,7 @@ def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, s
     """
 
     def body(m, i):
-        return gibbs_sweep(
-            jr.fold_in(key, i), m, x, mask, states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel
-        )
+        return sweep(jr.fold_in(key, i), m, x, mask, options)
 
     iters = start + jnp.arange(num_iters, dtype=jnp.int32)
     if thin is None:
@@ -92,23 +75,20 @@ def scan_sweeps(key, model, x, mask, start, num_iters: int, states_only: bool, s
 
 
 @eqx.filter_jit
-def _scan_chain(key, model, x, mask, start, num_iters: int, states_only: bool, sequence_chunk, parallel=False,
-                thin=None):
-    hp = model.hyperparams
-    x, mask = clean_data(x, mask, nlags=hp.nlags)  # checked by the caller; no host callback here
+def scan_chain_compiled(key, model: ARHMM, x, mask, start, num_iters: int, options: SweepOptions,
+                        thin: int | None = None):
+    """`scan_sweeps` as one compiled program, on data whose host-side checks have run."""
+    x, mask = clean_data(x, mask, nlags=model.hyperparams.nlags)  # no host callback here
     dtype = model.params.Ab.dtype
-    out = scan_sweeps(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, states_only, sequence_chunk,
-                      parallel, thin)
-    return out
+    return scan_sweeps(key, model, x.astype(dtype), mask.astype(dtype), start, num_iters, options, thin)
 
 
 def check_thin(num_iters: int, thin: int | None) -> None:
     """`thin` must be None or a positive divisor of `num_iters`."""
-    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"`num_iters` must be a positive int; got {num_iters!r}.")
+    check_int("num_iters", num_iters)
     if thin is None:
         return
-    if isinstance(thin, bool) or not isinstance(thin, int) or thin < 1 or num_iters % thin:
+    if check_int("thin", thin) and num_iters % thin:
         raise ValueError(
             f"`thin` must be None or a positive int that divides `num_iters` = {num_iters}; got {thin!r}. "
             f"For example `thin={_divisor_near(num_iters, thin)}`."
@@ -154,6 +134,7 @@ def run_chain(
     `num_iters`); with `thin`, also the saved models stacked along a leading axis of
     length `num_iters // thin` (sample `j` is the model after sweep `(j + 1) * thin`).
     """
+    options = SweepOptions(states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel)
     check_thin(num_iters, thin)
     check_key(key)
     model.check()
@@ -163,15 +144,8 @@ def run_chain(
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
-    if thin is None:
-        model, infos = _scan_chain(
-            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel
-        )
-        samples = None
-    else:
-        model, infos, samples = _scan_chain(
-            key, model, x, mask, start, num_iters, states_only, sequence_chunk, parallel, thin
-        )
+    out = scan_chain_compiled(key, model, x, mask, start, num_iters, options, thin)
+    model, infos, samples = out if thin is not None else (*out, None)
     if throw:
         if isinstance(infos.ok, jax.core.Tracer):  # under a caller's jit: in the caller's program
             model = eqx.error_if(model, ~infos.ok.all(), _NOT_FINITE_MSG)

@@ -13,6 +13,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ._checks import check_int
+
 
 CHAINS = "chains"
 SEQUENCES = "sequences"
@@ -33,7 +35,7 @@ def chain_mesh(num_sequence_shards: int = 1, *, devices=None) -> Mesh:
     """
     devices = list(jax.devices() if devices is None else devices)
     s = num_sequence_shards
-    if isinstance(s, bool) or not isinstance(s, int) or s < 1 or len(devices) % s:
+    if check_int("num_sequence_shards", s) and len(devices) % s:
         raise ValueError(
             f"`num_sequence_shards` must be a positive int dividing the number of devices ({len(devices)}); got {s!r}."
         )

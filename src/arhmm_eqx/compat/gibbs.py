@@ -11,7 +11,6 @@ import jax.random as _jr
 from .. import _gibbs, _stateseqs
 from .._ar import resample_ar_params as _resample_ar_kernel
 from .._checks import check_data as _check_data
-from .._model import ARHMM as _ARHMM
 from .._params import Params as _Params
 from .._states import States as _States
 from .._transitions import resample_hdp_transitions as _resample_trans_kernel
@@ -149,9 +148,10 @@ def _resample_trans_jit(key, z, mask, betas, alpha, kappa, gamma, *, nlags):
 @_eqx.filter_jit
 def _resample_model_jit(seed, hp, Ab, Q, pi, betas, z, x, mask, *, states_only):
     seed, key = _jr.split(seed)
-    model = _ARHMM(hp, _Params(Ab=Ab, Q=Q, pi=pi, betas=betas), _States(z=_z32(z)))
-    new, _ = _gibbs.gibbs_sweep(key, model, *_prepare(x, mask, Ab), states_only=states_only)
-    p = new.params
-    out = {"z": new.states.z.astype(_convert.default_int())}
+    params = _Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
+    hp = hp.astype(Ab.dtype)  # the model computes in the dtype of its parameters, as `ARHMM` does
+    options = _gibbs.SweepOptions(states_only=states_only)
+    p, states, _ = _gibbs.gibbs_sweep(key, hp, params, _States(z=_z32(z)), *_prepare(x, mask, Ab), options)
+    out = {"z": states.z.astype(_convert.default_int())}
     out["params"] = {} if states_only else {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas}
     return seed, out

@@ -27,12 +27,13 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 
+from .._checks import check_int
 from .._gibbs import GibbsInfo
 from .._hyperparams import Hyperparams
 from .._model import ARHMM
 from .._params import Params
 from .._states import States
-from ._files import atomic_write as _atomic_write, read_arrays
+from ._files import atomic_write, read_arrays
 
 
 FORMAT_VERSION = 2  # 2: the checksum covers the metadata too
@@ -63,7 +64,7 @@ def _leaf_specs(tree) -> list[dict]:
     return [{"shape": list(np.shape(leaf)), "dtype": str(np.asarray(leaf).dtype)} for leaf in jtu.tree_leaves(tree)]
 
 
-def _key_meta(key) -> dict:
+def key_meta(key) -> dict:
     typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     impl = str(jr.key_impl(key)) if typed else str(jr.key_impl(jr.wrap_key_data(key)))
     return {"data": np.asarray(jr.key_data(key)).tolist(), "impl": impl, "typed": bool(typed)}
@@ -97,8 +98,7 @@ def save_checkpoint(
     """
     if model.params.Ab.ndim != 3:
         raise ValueError("`save_checkpoint` takes one model; index a batch of models first.")
-    if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or iteration < 0:
-        raise ValueError(f"`iteration` must be an integer >= 0; got {iteration!r}.")
+    iteration = check_int("iteration", iteration, minimum=0)
     path = Path(path)
     if path.suffix in (".eqx", ".json"):
         stem = path.with_suffix("")
@@ -122,7 +122,7 @@ def save_checkpoint(
         "num_sequences": int(model.states.z.shape[0]), "num_frames_z": int(model.states.z.shape[1]),
         "dtype": str(model.params.Ab.dtype),
         "trace_length": int(infos.ok.shape[0]),
-        "key": _key_meta(key),
+        "key": key_meta(key),
         "hyperparams": {k: float(getattr(hp, k)) for k in ("alpha", "gamma", "kappa", "nu_0")}
         | {"S_0_scale": float(hp.S_0[0, 0]), "K_0_scale": float(hp.K_0[0, 0])},
         "leaves": _leaf_specs((model, infos)),
@@ -132,8 +132,8 @@ def save_checkpoint(
     meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
     text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(stem.with_suffix(".eqx"), data)
-    _atomic_write(stem.with_suffix(".json"), text.encode())
+    atomic_write(stem.with_suffix(".eqx"), data)
+    atomic_write(stem.with_suffix(".json"), text.encode())
     return stem.with_suffix(".json")
 
 
@@ -314,7 +314,7 @@ def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path
         with h5py.File(buffer, "w") as f:
             for name, value in flat.items():
                 f.create_dataset(name, data=value)
-    _atomic_write(path, buffer.getvalue())  # fsynced and renamed, as the checkpoints
+    atomic_write(path, buffer.getvalue())  # fsynced and renamed, as the checkpoints
     return path
 
 

@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+from ._files import atomic_write
+
 
 DEFAULT_DEMO_DIR = "arhmm-demo"
 _EXIT_INTERRUPTED, _EXIT_ERROR = 130, 1
@@ -174,7 +176,7 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
         if standardizer is not None:
             buffer = io.BytesIO()
             np.savez(buffer, **standardizer)
-            _atomic_write(out / "standardizer.npz", buffer.getvalue())
+            atomic_write(out / "standardizer.npz", buffer.getvalue())
         _write_run(out, run)
         print(f"{len(dataset.names)} recordings, {dataset.num_valid} frames with a state, D = {dataset.latent_dim}; "
               f"fitting {o['iters']} sweeps, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
@@ -194,13 +196,13 @@ def _chain_identity(run: dict) -> dict:
 
 def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
     """Refuse a checkpoint that is not of the chain `run.json` describes (seed, data, options)."""
-    from ._checkpoint import _key_meta
+    from ._checkpoint import key_meta
 
     name = Path(meta["path"]).name
     expected = {"states_only": False, "sequence_chunk": run["sequence_chunk"], "parallel": False}
     saved = meta["user"].get("run") if isinstance(meta.get("user"), dict) else None
     problems = []
-    if _key_meta(meta["key"])["data"] != _key_meta(_chain_keys(run["seed"])[1])["data"]:
+    if key_meta(meta["key"])["data"] != key_meta(_chain_keys(run["seed"])[1])["data"]:
         problems.append(f"its key is not that of --seed {run['seed']}")
     if saved != _chain_identity(run):
         differ = sorted(k for k in _CHAIN_OPTIONS if not isinstance(saved, dict) or saved.get(k) != run[k])
@@ -270,13 +272,7 @@ def _quiet_nonfinite():
 
 
 def _write_run(out: Path, run: dict) -> None:
-    _atomic_write(out / "run.json", json.dumps(run, indent=1).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    from ._files import atomic_write
-
-    atomic_write(path, data)
+    atomic_write(out / "run.json", json.dumps(run, indent=1).encode())
 
 
 def _is_int(v):
@@ -416,7 +412,7 @@ def apply_job(fitted, data, out) -> int:
     try:
         save_results(results, out)
         _save_plots(out, results)
-        _atomic_write(out / "apply.json", json.dumps({"model": str((fitted / "model.npz").resolve()),
+        atomic_write(out / "apply.json", json.dumps({"model": str((fitted / "model.npz").resolve()),
                                                       "data": str(Path(data).resolve())}, indent=1).encode())
     finally:
         folder.close()
@@ -451,7 +447,7 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
         data = out / "demo_recordings.npz"
         buffer = io.BytesIO()
         np.savez(buffer, **recordings)
-        _atomic_write(data, buffer.getvalue())
+        atomic_write(data, buffer.getvalue())
         start = time.perf_counter()
         code = fit_job(data, fit_dir, options, progress=progress, demo=True, folder=folder)
     finally:

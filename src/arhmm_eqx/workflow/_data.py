@@ -9,6 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_int
 from .._custom_types import Array, ArrayLike, Float
 
 
@@ -216,8 +217,7 @@ def prepare_recordings(
     `mask = 0`; rows without any valid frame (segments inside a long gap) are dropped.
     """
     recs = _as_recordings(recordings)
-    if not isinstance(nlags, int) or nlags < 1:
-        raise ValueError(f"`nlags` must be an integer >= 1; got {nlags!r}.")
+    nlags = check_int("nlags", nlags)
     if segment_length is not None:
         if overlap is None:
             overlap = nlags

@@ -12,17 +12,17 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._checks import check_data, check_key
+from .._checks import check_data, check_int, check_key
 from .._custom_types import Array, Float, PRNGKeyArray
-from .._gibbs import GibbsInfo
+from .._gibbs import GibbsInfo, SweepOptions
 from .._model import ARHMM, check_states_fit_data
-from .._run import _scan_chain
+from .._run import scan_chain_compiled
 from . import _compiler_memory  # noqa: F401  (the fit loop installs the compile listener)
 from ._checkpoint import (
     CheckpointError,
-    _key_meta as key_meta,
     checkpoint_name,
     empty_trace,
+    key_meta as key_meta,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
@@ -91,10 +91,7 @@ def _interrupt_flag():
 
 
 def _check_count(name: str, value, minimum: int, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+    check_int(name, value, minimum=minimum, allow_none=allow_none)
 
 
 def _chunk_length(chunk_size: int | None, save_every: int | None, num_iters: int) -> int:
@@ -208,6 +205,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     trace = empty_trace(dtype) if history is None else _take(history, int(history.ok.shape[0]))
     iteration, stop, reason, last_ckpt = start_iter, start_iter + num_iters, "completed", None
 
+    sweep_options = SweepOptions(states_only=bool(states_only), sequence_chunk=sequence_chunk, parallel=bool(parallel))
     options = {"states_only": bool(states_only), "sequence_chunk": sequence_chunk, "parallel": bool(parallel)}
 
     def save(m, it, tr):
@@ -229,7 +227,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
             if save_every is not None:
                 n = min(n, save_every - iteration % save_every)
             start = jnp.asarray(iteration, jnp.int32)
-            new, infos = _scan_chain(key, model, x, mask, start, n, states_only, sequence_chunk, parallel)
+            new, infos = scan_chain_compiled(key, model, x, mask, start, n, sweep_options)
             ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
             if interrupted["set"]:  # the KeyboardInterrupt was swallowed by a callback
                 raise KeyboardInterrupt
@@ -238,7 +236,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
                 if bad == 0:
                     new = model
                 else:  # rerun the good sweeps of the chunk: the chain is deterministic given the key
-                    new, _ = _scan_chain(key, model, x, mask, start, bad, states_only, sequence_chunk, parallel)
+                    new, _ = scan_chain_compiled(key, model, x, mask, start, bad, sweep_options)
                 model, trace, iteration = new, _concat(trace, _take(infos, bad)), iteration + bad
                 reason = "nonfinite"
                 warnings.warn(_NONFINITE_MSG.format(sweep=iteration + 1, good=iteration), RuntimeWarning,
