@@ -56,7 +56,7 @@ def calls(N: int, T: int, D: int, L: int, K: int):
         ("state_cross_likelihoods", lambda: log_prob.state_cross_likelihoods(params, {**states, "x": x}, mask)),
         ("marginal_log_likelihood", lambda: log_prob.marginal_log_likelihood(**data, **params)),
         ("generate_states", lambda: generate.generate_states(seed, params["pi"], params["Ab"], params["Q"], T)),
-        ("model_to_dict", lambda: compat.model_to_dict(compat.model_from_dict(model))),
+        ("model_to_dict", lambda: compat.model_to_dict(compat.model_from_dict(model), model["seed"])),
     ]
     if hasattr(gibbs, "stateseq_mode"):
         out.insert(8, ("stateseq_mode", lambda: gibbs.stateseq_mode(**data, **params)))

@@ -1,4 +1,5 @@
-"""Shared test helpers: a K**T path enumerator, a random well-conditioned model, a pooled chi-square test."""
+"""Shared test helpers: the small shared problem, a K**T path enumerator, a random well-conditioned
+model, a pooled chi-square test."""
 
 import itertools
 
@@ -7,6 +8,19 @@ import jax.random as jr
 import numpy as np
 import scipy.special
 import scipy.stats
+
+
+# The small problem shared by the driver tests (chains, checks, diagnostics, reproducibility,
+# sharding, vmap/jit): the same sizes in every file, so compiled programs are reused.
+SMALL_SIZES = (4, 2, 2, 3, 40)  # K, D, L, N, T
+
+
+def small_walk(N: int = SMALL_SIZES[3], T: int = SMALL_SIZES[4], D: int = SMALL_SIZES[1]):
+    """`(x, mask)`: `N` random walks of `T` frames in `D` dimensions; sequence 1 ends with 7
+    frames of padding."""
+    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
+    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
+    return x, mask
 
 
 def all_paths(K: int, Tz: int) -> np.ndarray:

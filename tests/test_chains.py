@@ -8,6 +8,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from helpers import SMALL_SIZES, small_walk
 
 import arhmm_eqx as ae
 import arhmm_eqx._memory
@@ -16,16 +17,14 @@ import arhmm_eqx._run
 
 # The sizes used across the suite (compiled single-chain functions are shared); C = 3 chains and
 # 2 sweeps everywhere, so the vmapped driver compiles once for most tests.
-K, D, L, N, T = 4, 2, 2, 3, 40
+K, D, L, N, T = SMALL_SIZES
 KAPPAS = (1.0, 1e2, 1e6)
 C = len(KAPPAS)
 
 
 @pytest.fixture(scope="module")
 def data():
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
-    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
-    return x, mask
+    return small_walk()
 
 
 @pytest.fixture(scope="module")

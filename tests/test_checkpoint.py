@@ -181,7 +181,7 @@ def test_moseq_model_round_trip(model, tmp_path, ext):
 
 def test_moseq_model_errors(model, tmp_path):
     with pytest.raises(ValueError, match=r"\.npz, \.h5 or \.hdf5"):
-        ae.workflow.save_moseq_model(tmp_path / "model.pkl", model)
+        ae.workflow.save_moseq_model(tmp_path / "model.pkl", model, key=jr.key(0))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ae.workflow.load_moseq_model(tmp_path / "none.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
@@ -248,7 +248,7 @@ def test_unreadable_metadata_is_skipped(model, tmp_path):
     ],
 )
 def test_model_file_is_checked_before_use(model, tmp_path, name, state, change, message):
-    path = ae.workflow.save_moseq_model(tmp_path / "model.npz", model)
+    path = ae.workflow.save_moseq_model(tmp_path / "model.npz", model, key=jr.key(0))
     with np.load(path) as f:
         flat = {k: f[k] for k in f.files}
     flat[name] = flat[name].copy()

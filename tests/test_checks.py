@@ -8,6 +8,7 @@ import jax.tree_util as jtu
 import jaxtyping
 import numpy as np
 import pytest
+from helpers import SMALL_SIZES, small_walk
 
 import arhmm_eqx as ae
 import arhmm_eqx._model
@@ -17,15 +18,13 @@ from arhmm_eqx import compat
 
 
 # The sizes shared with the other test files, so compiled functions are reused.
-K, D, L, N, T = 4, 2, 2, 3, 40
+K, D, L, N, T = SMALL_SIZES
 TRANS = {"num_states": K, "alpha": 5.7, "gamma": 1e3, "kappa": 50.0}
 AR = {"latent_dim": D, "nlags": L, "S_0_scale": 0.01, "K_0_scale": 10.0}
 
 
 def _data():
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
-    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
-    return x, mask
+    return small_walk()
 
 
 def _snapshot(tree):

@@ -157,7 +157,7 @@ def test_every_integer_output_has_the_default_integer_dtype():
         "resample_model": gibbs.resample_model(
             data, seed, {"z": initialize.init_states(seed, data["x"], data["mask"], params)["z"]}, params, hyp
         )["states"]["z"],
-        "model_to_dict": compat.model_to_dict(compat.model_from_dict(initialize.init_model(data, hypparams=hyp)))[
+        "model_to_dict": compat.model_to_dict(compat.model_from_dict(initialize.init_model(data, hypparams=hyp)), seed)[
             "states"
         ]["z"],
     }

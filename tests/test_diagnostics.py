@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scipy.signal
 import scipy.stats
+from helpers import SMALL_SIZES, small_walk
 
 import arhmm_eqx as ae
 
 
-K, D, L, N, T = 4, 2, 2, 3, 40
+K, D, L, N, T = SMALL_SIZES
 
 
 def _ar1(rng, phi, C, S):
@@ -141,8 +142,7 @@ def test_segmentation_agreement_matrix():
 
 @pytest.fixture(scope="module")
 def chains():
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
-    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
+    x, mask = small_walk(N, T, D)
     hp = ae.hyperparams_grid(ae.Hyperparams.from_scales(K, D, L), kappa=jnp.array([1.0, 1e2, 1e6]))
     return ae.init_chains(hp, x, mask, key=jr.key(1)), x, mask
 

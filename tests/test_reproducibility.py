@@ -8,20 +8,19 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from helpers import SMALL_SIZES, small_walk
 
 import arhmm_eqx as ae
 
 
 # The sizes used elsewhere in the suite (tests/test_vmap_jit.py), so compiled functions are shared.
-K, D, L, N, T = 4, 2, 2, 3, 40
+K, D, L, N, T = SMALL_SIZES
 NUM_SWEEPS = 2  # run_chain's length is static: 2 is the length compiled elsewhere in the suite
 
 
 @pytest.fixture(scope="module")
 def data():
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
-    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
-    return x, mask
+    return small_walk()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     jax.config.update("jax_numpy_rank_promotion", "raise")
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     K, D, L, N, T, C = 4, 2, 2, 4, 40, 4
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
+    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)  # as helpers.small_walk(N, T, D)
     mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
     hp = ae.Hyperparams.from_scales(K, D, L, kappa=1e2)
     models = ae.init_chains(hp, x, mask, key=jr.key(1), num_chains=C)

@@ -8,6 +8,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from helpers import SMALL_SIZES, small_walk
 
 import arhmm_eqx as ae
 import arhmm_eqx._run
@@ -18,15 +19,13 @@ from arhmm_eqx._model import sweep as gibbs_sweep
 
 # The sizes shared with the other test files, so compiled functions are reused (`gibbs_step` is
 # called with `states_only=` spelled out, as `ARHMM.resample` calls it, for the same reason).
-K, D, L, N, T = 4, 2, 2, 3, 40
+K, D, L, N, T = SMALL_SIZES
 KAPPAS = (1.0, 1e2, 1e6)
 
 
 @pytest.fixture(scope="module")
 def data():
-    x = jnp.cumsum(0.3 * jr.normal(jr.key(0), (N, T, D)), axis=1)
-    mask = jnp.ones((N, T)).at[1, T - 7 :].set(0.0)
-    return x, mask
+    return small_walk()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ A batch of `C` chains is one `ARHMM` whose every leaf has a leading chain axis (
 the `vmap`, never copied per chain).
 """
 
-from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -16,7 +15,7 @@ import numpy as np
 
 from . import _model
 from ._checks import check_data, check_int, check_key, check_positive, validate_data
-from ._custom_types import Array, Float, PRNGKeyArray
+from ._custom_types import DataArray, MaskArray, PRNGKeyArray
 from ._gibbs import GibbsInfo, SweepOptions
 from ._hyperparams import Hyperparams
 from ._memory import check_memory_fits
@@ -84,8 +83,8 @@ def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool):
 
 def init_chains(
     hyperparams: Hyperparams,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     *,
     key: PRNGKeyArray,
     num_chains: int | None = None,
@@ -149,8 +148,8 @@ def _check_memory(models, x, num_iters, thin, sequence_chunk, mesh, chain_batch_
 def run_chains(
     key: PRNGKeyArray,
     models: ARHMM,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     num_iters: int,
     *,
     start_iter: int = 0,
@@ -218,7 +217,7 @@ def run_chains(
     return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size)
 
 
-class KappaScan(NamedTuple):
+class KappaScan(eqx.Module):
     """The result of `kappa_scan`. `kappa_for(target)` picks the kappa for a target duration.
 
     - `kappas` `(G,)`: the grid; `durations` `(G,)`: median state duration reached at each
@@ -250,8 +249,8 @@ class KappaScan(NamedTuple):
 def kappa_scan(
     hyperparams: Hyperparams,
     kappas,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     *,
     key: PRNGKeyArray,
     num_iters: int,

@@ -14,7 +14,7 @@ Axis letters follow `model.md`:
 from typing import TYPE_CHECKING
 
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real, Shaped
 
 
 if TYPE_CHECKING:
@@ -24,12 +24,19 @@ else:
 
 MaskLike = Real[Array, "N T"] | Bool[Array, "N T"]
 
+# The data at the public boundary: JAX or NumPy arrays. `x` is real (cast to the model's
+# dtype); `mask` may be float, int or bool (its values are checked: 0 or 1).
+DataArray = Real[ArrayLike, "N T D"]
+MaskArray = Shaped[ArrayLike, "N T"]
+
 __all__ = [
     "Array",
     "ArrayLike",
     "Bool",
+    "DataArray",
     "Float",
     "Int",
+    "MaskArray",
     "MaskLike",
     "PRNGKeyArray",
     "Real",

@@ -44,7 +44,7 @@ from jax import lax
 
 from ._ar import ar_log_likelihoods, chunk_size, mniw_posterior_joint
 from ._checks import check_data, check_int, validate_data
-from ._custom_types import Array, Bool, Float, Int
+from ._custom_types import Array, Bool, DataArray, Float, Int, MaskArray
 from ._lags import augmented_regressors
 from ._linalg import PRECISION, psd_cholesky, solve_lower_transposed
 from ._log_posterior import dirichlet_concentrations, forward_filter, log_prior
@@ -246,7 +246,7 @@ def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
 
 
 def fit_em(
-    model: ARHMM, x, mask, *, max_iters: int = 100, tol: float | np.floating = 1e-5
+    model: ARHMM, x: DataArray, mask: MaskArray, *, max_iters: int = 100, tol: float | np.floating = 1e-5
 ) -> tuple[ARHMM, EMInfo]:
     """Maximum-a-posteriori fit of `Ab`, `Q` and `pi` by EM, starting from `model`'s parameters.
 

@@ -15,7 +15,7 @@ import optax
 from jax import lax
 
 from ._checks import check_data, check_int
-from ._custom_types import Array, Float, PRNGKeyArray
+from ._custom_types import Array, DataArray, Float, MaskArray, PRNGKeyArray
 from ._linalg import psd_cholesky
 from ._log_posterior import log_prior, stable_marginal_log_likelihood
 from ._model import ARHMM
@@ -102,8 +102,8 @@ def _fit_gradient(model: ARHMM, x, mask, optimizer, key, num_steps: int, batch_s
 
 def fit_gradient(
     model: ARHMM,
-    x,
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     optimizer: optax.GradientTransformation,
     *,
     num_steps: int,

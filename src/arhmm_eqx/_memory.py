@@ -2,8 +2,8 @@
 
 import math
 import os
-from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +19,7 @@ from ._ffbs import DEFAULT_BLOCK
 RUNTIME_BYTES = int(0.85 * 2**30)
 
 
-class MemoryEstimate(NamedTuple):
+class MemoryEstimate(eqx.Module):
     """Bytes needed by a Gibbs sweep, by kind. `total` adds them up."""
 
     data: int  # x, mask and z

@@ -6,7 +6,7 @@ import jax.random as jr
 
 from . import _log_posterior, _log_prob, _stateseqs
 from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, clean_data, validate_data
-from ._custom_types import Array, Float, Int, PRNGKeyArray
+from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
 from ._hyperparams import Hyperparams, check_hyperparam_values
@@ -63,14 +63,18 @@ class ARHMM(eqx.Module):
             )
 
     @classmethod
-    def from_prior(cls, hyperparams: Hyperparams, x: Float[Array, "N T D"], mask, *, key: PRNGKeyArray) -> "ARHMM":
+    def from_prior(
+        cls, hyperparams: Hyperparams, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray
+    ) -> "ARHMM":
         """Draw parameters from the prior, then states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         return draw_from_prior(hyperparams, x, mask, key)
 
     @classmethod
-    def from_params(cls, hyperparams: Hyperparams, params: Params, x, mask, *, key: PRNGKeyArray) -> "ARHMM":
+    def from_params(
+        cls, hyperparams: Hyperparams, params: Params, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray
+    ) -> "ARHMM":
         """Keep `params` and draw the states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
@@ -94,8 +98,8 @@ class ARHMM(eqx.Module):
 
     def resample(
         self,
-        x,
-        mask,
+        x: DataArray,
+        mask: MaskArray,
         *,
         key: PRNGKeyArray,
         states_only: bool = False,
@@ -114,19 +118,19 @@ class ARHMM(eqx.Module):
         model, _ = sweep_compiled(key, self, x, mask, options)
         return model
 
-    def log_joint_likelihood(self, x, mask) -> dict[str, Float[Array, ""]]:
+    def log_joint_likelihood(self, x: DataArray, mask: MaskArray) -> dict[str, Float[Array, ""]]:
         """`{"x": log p(x | z, Ab, Q), "z": log p(z | pi)}` with the masking of model.md."""
         return _log_joint_jit(self, *self._data(x, mask, uses_states=True))
 
-    def marginal_log_likelihood(self, x, mask) -> Float[Array, ""]:
+    def marginal_log_likelihood(self, x: DataArray, mask: MaskArray) -> Float[Array, ""]:
         """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out)."""
         return _marginal_jit(self, *self._data(x, mask))
 
-    def stateseq_marginals(self, x, mask) -> Float[Array, "N Tz K"]:
+    def stateseq_marginals(self, x: DataArray, mask: MaskArray) -> Float[Array, "N Tz K"]:
         """Smoothed `p(z[t] | x)` for frames `nlags .. T-1`."""
         return _smoother_jit(self, *self._data(x, mask))
 
-    def most_likely_states(self, x, mask, *, fill_value: int | None = -1) -> Int[Array, "N Tz"]:
+    def most_likely_states(self, x: DataArray, mask: MaskArray, *, fill_value: int | None = -1) -> Int[Array, "N Tz"]:
         """The most likely state path of every sequence (Viterbi), int32 of shape `(N, T - nlags)`.
 
         Masked frames hold `fill_value`; with `fill_value=None` they keep the states of the
@@ -139,14 +143,14 @@ class ARHMM(eqx.Module):
         concentrations are raised to at least 1 so that a maximum exists (see `fit_em`)."""
         return _log_prior_jit(self.params, self.hyperparams)
 
-    def log_posterior(self, x, mask) -> Float[Array, ""]:
+    def log_posterior(self, x: DataArray, mask: MaskArray) -> Float[Array, ""]:
         """`marginal_log_likelihood(x, mask) + log_prior()`: what `fit_em` and `fit_gradient` maximise.
 
         Differentiable with respect to the parameters and to `x`.
         """
         return _log_posterior_jit(self, *self._data(x, mask))
 
-    def state_cross_likelihoods(self, x, mask) -> Float[Array, "K K"]:
+    def state_cross_likelihoods(self, x: DataArray, mask: MaskArray) -> Float[Array, "K K"]:
         """Cross-likelihoods between states (Wiltschko et al. 2015), each row divided by the number of
         runs of its state counted per sequence (a masked gap ends a run). The reference, and
         `compat.log_prob.state_cross_likelihoods`, count instead the changepoints of the valid

@@ -9,7 +9,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_data_at_entry, check_int, check_key, clean_data
-from ._custom_types import Array, Float, PRNGKeyArray
+from ._custom_types import DataArray, MaskArray, PRNGKeyArray
 from ._gibbs import GibbsInfo, SweepOptions
 from ._model import ARHMM, check_states_fit_data, sweep, sweep_compiled
 
@@ -23,8 +23,8 @@ _NOT_FINITE_MSG = (
 def gibbs_step(
     key: PRNGKeyArray,
     model: ARHMM,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     *,
     states_only: bool = False,
     sequence_chunk: int | None = None,
@@ -103,8 +103,8 @@ def _divisor_near(n: int, d) -> int:
 def run_chain(
     key: PRNGKeyArray,
     model: ARHMM,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     num_iters: int,
     *,
     start_iter: int = 0,

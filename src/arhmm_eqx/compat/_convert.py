@@ -145,8 +145,9 @@ def model_from_dict(model: dict, data: dict | None = None) -> ARHMM:
     return ARHMM(hyperparams_from_dict(model["hypparams"]), params, States(z=jax.device_put(z)))
 
 
-def model_to_dict(model: ARHMM, seed=None) -> dict:
-    """The reference dict model of an `ARHMM`; `seed` defaults to `jr.PRNGKey(0)`.
+def model_to_dict(model: ARHMM, seed) -> dict:
+    """The reference dict model of an `ARHMM`, with `seed` (a `jax.random.PRNGKey`-style key, or
+    a typed key, stored as its raw data) as the key the reference's next `resample_model` uses.
 
     Scalar hyperparameters are Python scalars (as `init_model` hands them back) and `z`
     has the default integer dtype.
@@ -163,7 +164,7 @@ def model_to_dict(model: ARHMM, seed=None) -> dict:
     if z.dtype != default_int():
         z = jax.device_put(np.asarray(z).astype(default_int()))
     return {
-        "seed": DEFAULT_SEED if seed is None else seed,
+        "seed": canonicalize_key(seed),
         "states": {"z": z},
         "params": {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas},
         "hypparams": {"trans_hypparams": trans, "ar_hypparams": ar},

@@ -27,7 +27,8 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 
-from .._checks import check_int
+from .._checks import check_int, check_key
+from .._custom_types import PRNGKeyArray
 from .._gibbs import GibbsInfo
 from .._hyperparams import Hyperparams
 from .._model import ARHMM
@@ -291,10 +292,11 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path:
+def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key: PRNGKeyArray) -> Path:
     """Write `model` as the reference dict model (`compat.model_to_dict`: `seed`, `states`,
     `params`, `hypparams`) to `.npz` (keys such as `params/Ab`) or `.h5`/`.hdf5` (one group per
-    dict). Written atomically. `key`: stored as `seed` (its raw `uint32` data); default `PRNGKey(0)`.
+    dict). Written atomically. `key`: the key a client continuing the chain would use next (for
+    example `fold_in(key, iteration)` of the fit's key), stored as `seed` (its raw `uint32` data).
     """
     from ..compat import model_to_dict
 
@@ -302,7 +304,8 @@ def save_moseq_model(path: str | os.PathLike, model: ARHMM, *, key=None) -> Path
     ext = path.suffix.lower()
     if ext not in (".npz", ".h5", ".hdf5"):
         raise ValueError(f"`path` must end in .npz, .h5 or .hdf5; got {str(path)!r}.")
-    if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    check_key(key)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.key_data(key)
     flat = _flatten(model_to_dict(model, seed=key))
     path.parent.mkdir(parents=True, exist_ok=True)

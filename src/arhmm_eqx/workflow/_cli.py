@@ -184,7 +184,7 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
             result = fit(model, dataset.x, dataset.mask, key=key_fit, num_iters=o["iters"],
                          checkpoint_dir=out / "checkpoints", save_every=o["save_every"], progress=progress,
                          sequence_chunk=o["sequence_chunk"], metadata={"run": _chain_identity(run)})
-        return _finish(out, result, dataset)
+        return _finish(out, result, dataset, _chain_keys(o["seed"])[1])
     finally:
         if folder.kind == "fit":
             folder.close()
@@ -258,7 +258,7 @@ def resume_job(out, iters: int | None, *, progress: bool = True) -> int:
                 result = resume(meta["path"], dataset.x, dataset.mask, num_iters=target - done,
                                 save_every=run["save_every"], progress=progress,
                                 sequence_chunk=run["sequence_chunk"])
-        return _finish(out, result, dataset)
+        return _finish(out, result, dataset, _chain_keys(run["seed"])[1])
     finally:
         folder.close()
 
@@ -333,8 +333,11 @@ def _read_standardizer(out: Path) -> dict:
     return {"mean": mean, "matrix": matrix}
 
 
-def _finish(out: Path, result, dataset) -> int:
-    """Relabel by usage, write `model.npz`, the result tables and the figures; report how the fit ended."""
+def _finish(out: Path, result, dataset, key) -> int:
+    """Relabel by usage, write `model.npz`, the result tables and the figures; report how the fit ended.
+    `model.npz` stores as its `seed` the key of the chain's next sweep (`fold_in(key, iteration)`)."""
+    import jax.random as jr
+
     from ._checkpoint import save_moseq_model
     from ._results import relabel_by_usage, save_results, summarize
 
@@ -349,7 +352,7 @@ def _finish(out: Path, result, dataset) -> int:
               "extreme values.", file=sys.stderr)
         return _EXIT_ERROR
     model, _ = relabel_by_usage(result.model, dataset.mask)
-    save_moseq_model(out / "model.npz", model)
+    save_moseq_model(out / "model.npz", model, key=jr.fold_in(key, result.iteration))
     results = summarize(model, dataset)
     save_results(results, out)
     _save_plots(out, results, result.infos, result.first_iter)
@@ -439,7 +442,11 @@ def demo_job(out, *, seed: int, num_recordings: int, num_frames: int, iters: int
     if manifest is not None and manifest["kind"] != "demo":
         raise ValueError(f"{str(out)!r} holds a {manifest['kind']} that is not a demo; choose another --out.")
     folder.check(names)  # files an earlier demo wrote may be replaced, nothing else
-    recordings, truth = simulate_recordings(seed=seed, num_recordings=num_recordings, num_frames=num_frames)
+    import jax.random as jr
+
+    # folded from the seed, so that the simulation's keys never equal those the fit splits from it
+    sim_key = jr.fold_in(jr.key(seed), 1_000_003)
+    recordings, truth = simulate_recordings(key=sim_key, num_recordings=num_recordings, num_frames=num_frames)
     fit_dir = out
     folder.open(names)
     try:

@@ -8,6 +8,8 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from .._checks import check_key
+from .._custom_types import PRNGKeyArray
 from .._hyperparams import Hyperparams
 from .._model import ARHMM
 from .._params import Params
@@ -93,18 +95,18 @@ DEMO_SIZES = {"num_true": 5, "num_states": 15, "latent_dim": 4, "nlags": 2}
 
 
 def simulate_recordings(
-    *, seed: int = 0, num_recordings: int = 4, num_frames: int = 1500
+    *, key: PRNGKeyArray, num_recordings: int = 4, num_frames: int = 1500
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Recordings of different lengths (from `num_frames` down to about half of it) simulated from
     `example_model` (5 states, D = 4, 2 lags), each after the first with a gap of 15 missing (NaN) frames.
+    `key`: a `jax.random.key`, split into the model's key and the simulation's.
 
     **Returns:** `(recordings, true_states)`: `{name: (T_i, D)}` and `{name: (T_i,)}`, the true
     state of every frame (-1 for the first `nlags` frames, which have none).
     """
     K, D, L = DEMO_SIZES["num_true"], DEMO_SIZES["latent_dim"], DEMO_SIZES["nlags"]
-    # Keys of the simulation are folded from the seed, so that they never equal the keys the
-    # fit splits from the same seed.
-    key_true, key_sim = jr.split(jr.fold_in(jr.key(seed), 1_000_003))
+    check_key(key)
+    key_true, key_sim = jr.split(key)
     truth = example_model(key_true, K, D, L, mean_duration=40.0)
     z, x = truth.simulate(num_recordings, num_frames, key=key_sim)
     z, x = np.asarray(z), np.asarray(x, np.float64)

@@ -5,7 +5,6 @@ and use NumPy in float64 and exact integer counts. The marginal-likelihood score
 the forward filter of every chain, so it is one vmapped, jitted JAX computation.
 """
 
-from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 
 from .. import _ffbs
 from .._checks import check_data
-from .._custom_types import Array, Float
+from .._custom_types import ArrayLike, MaskArray, Real
 from .._model import ARHMM
 
 
@@ -163,7 +162,7 @@ def segmentation_agreement(z, valid=None, *, metric: str = "ari") -> np.ndarray:
     return out
 
 
-class EMLScores(NamedTuple):
+class EMLScores(eqx.Module):
     """`matrix[i, j]`: `log p(x_j | params_i)`; `scores[i]`: its mean over `j != i` (the
     diagonal when `C = 1`); `ranking`: chains from the best score to the worst."""
 
@@ -184,7 +183,9 @@ def _marginals(models, x, mask, per_chain_data: bool):
     return eqx.filter_vmap(over_data)(models)
 
 
-def expected_marginal_likelihoods(models: ARHMM, x: Float[Array, "..."], mask) -> EMLScores:
+def expected_marginal_likelihoods(
+    models: ARHMM, x: Real[ArrayLike, "*C N T D"], mask: MaskArray
+) -> EMLScores:
     """Score restarts by the marginal likelihood of the data under each chain's parameters.
 
     MoSeq users rank restarts by an "expected marginal likelihood": for chains `i` and `j`,

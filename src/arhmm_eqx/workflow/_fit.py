@@ -6,14 +6,14 @@ import signal
 import threading
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
 from .._checks import check_data, check_int, check_key
-from .._custom_types import Array, Float, PRNGKeyArray
+from .._custom_types import DataArray, MaskArray, PRNGKeyArray
 from .._gibbs import GibbsInfo, SweepOptions
 from .._model import ARHMM, check_states_fit_data
 from .._run import scan_chain_compiled
@@ -30,7 +30,7 @@ from ._checkpoint import (
 from ._compile_cache import use_compilation_cache
 
 
-class FitResult(NamedTuple):
+class FitResult(eqx.Module):
     """What `fit` and `resume` return.
 
     - `model`: the model after `iteration` sweeps (the last good one if the run stopped early).
@@ -129,8 +129,8 @@ def _check_checkpoint_dir(directory: Path, key, start_iter: int) -> None:
 
 def fit(
     model: ARHMM,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     *,
     key: PRNGKeyArray,
     num_iters: int,
@@ -259,8 +259,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
 
 def resume(
     path: str | os.PathLike,
-    x: Float[Array, "N T D"],
-    mask,
+    x: DataArray,
+    mask: MaskArray,
     *,
     num_iters: int,
     checkpoint_dir: str | os.PathLike | None = None,

@@ -1,7 +1,6 @@
 """After the fit: state usages, durations and transitions, relabelling, averaged marginals, result files."""
 
 import csv
-import dataclasses
 import io
 import os
 from collections.abc import Sequence
@@ -155,8 +154,7 @@ def average_marginals(models: ARHMM | Sequence[ARHMM], x: Float[Array, "N T D"],
     return total / jnp.asarray(batch.params.Ab.shape[0], total.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class Results:
+class Results(eqx.Module):
     """What a fit says about the recordings (all NumPy).
 
     - `states`: `{name: (T_i,)}` the state of every frame, -1 where there is none.
