@@ -55,5 +55,14 @@ def getkey(request):
 
 
 @pytest.fixture
+def library_checks(monkeypatch):
+    """Switch off the test run's jaxtyping hook for one test, as it is off in user code, so that
+    the library's own error messages (which the test asserts) are the ones raised."""
+    import jaxtyping
+
+    monkeypatch.setattr(jaxtyping.config, "jaxtyping_disable", True)
+
+
+@pytest.fixture
 def key():
     return jr.key(1234)

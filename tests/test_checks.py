@@ -64,7 +64,8 @@ def _no_sampling(monkeypatch, params_too=True):
     monkeypatch.setattr(arhmm_eqx._model, "draw_from_prior", fail)
     monkeypatch.setattr(arhmm_eqx._model, "draw_given_params", fail)
     monkeypatch.setattr(arhmm_eqx._run, "gibbs_step", fail)
-    monkeypatch.setattr(arhmm_eqx._run, "_scan_chain", fail)
+    monkeypatch.setattr(arhmm_eqx._run, "scan_chain_compiled", fail)
+    monkeypatch.setattr(arhmm_eqx._model, "sweep_compiled", fail)
     monkeypatch.setattr(arhmm_eqx.compat.initialize, "_init_states_jit", fail)
     monkeypatch.setattr(arhmm_eqx.compat.initialize, "_resample_z_kernel", fail)
     monkeypatch.setattr(arhmm_eqx.compat.gibbs, "_resample_stateseqs_jit", fail)
@@ -283,7 +284,7 @@ def test_traced_values_raise_under_user_jit(good, case, text):
     assert bool(jnp.all(jnp.isfinite(_jitted_from_prior(hp, x_ok, mask_ok, jr.key(4)).params.Ab)))
 
 
-def test_static_checks_also_under_jit(good):
+def test_static_checks_also_under_jit(good, library_checks):
     hp, model, _, _ = good
     x, mask, _, _ = BAD_DATA["mask_short"]
     with pytest.raises(ValueError, match=r"`mask` must have shape \(N, T\)"):

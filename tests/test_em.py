@@ -225,7 +225,7 @@ def test_gibbs_and_em_seed_each_other():
     assert bool(infos.ok.all()) and isinstance(again, ae.ARHMM)
 
 
-def test_bad_arguments_are_reported():
+def test_bad_arguments_are_reported(library_checks):
     model, _, x, mask = _simulated(jnp.float32, num_frames=40)
     with pytest.raises(ValueError, match="`max_iters`"):
         ae.fit_em(model, x, mask, max_iters=0)

@@ -80,7 +80,7 @@ def test_resume_reuses_the_saved_sweep_options(data, tmp_path):
 
 def test_interrupt_returns_last_chunk_and_checkpoints(data, reference, tmp_path, monkeypatch):
     model, x, mask = data
-    real, calls = _fit._scan_chain, []
+    real, calls = _fit.scan_chain_compiled, []
 
     def interrupted(*args):
         calls.append(args[4])
@@ -88,7 +88,7 @@ def test_interrupt_returns_last_chunk_and_checkpoints(data, reference, tmp_path,
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(_fit, "_scan_chain", interrupted)
+    monkeypatch.setattr(_fit, "scan_chain_compiled", interrupted)
     result = ae.workflow.fit(model, x, mask, key=KEY, num_iters=4, chunk_size=2,
                              checkpoint_dir=tmp_path, progress=False)
     monkeypatch.undo()
@@ -103,7 +103,7 @@ def test_interrupt_returns_last_chunk_and_checkpoints(data, reference, tmp_path,
 def test_nonfinite_sweep_keeps_last_good_model(data, tmp_path, monkeypatch):
     """Sweeps from index 2 on are made to fail (NaN parameters, `ok` False) inside a chunk of 4."""
     model, x, mask = data
-    real = _fit._scan_chain
+    real = _fit.scan_chain_compiled
 
     def failing(key, m, x_, mask_, start, n, *rest):
         new, infos = real(key, m, x_, mask_, start, n, *rest)
@@ -113,7 +113,7 @@ def test_nonfinite_sweep_keeps_last_good_model(data, tmp_path, monkeypatch):
             infos = eqx.tree_at(lambda i: i.ok, infos, infos.ok & ~jnp.asarray(bad))
         return new, infos
 
-    monkeypatch.setattr(_fit, "_scan_chain", failing)
+    monkeypatch.setattr(_fit, "scan_chain_compiled", failing)
     with pytest.warns(RuntimeWarning, match="sweep 3 produced non-finite values.*after sweep 2"):
         result = ae.workflow.fit(model, x, mask, key=KEY, num_iters=4, chunk_size=4,
                                  checkpoint_dir=tmp_path, progress=False)

@@ -41,4 +41,5 @@ __all__ = [
     "PRNGKeyArray",
     "Real",
     "ScalarLike",
+    "Shaped",
 ]

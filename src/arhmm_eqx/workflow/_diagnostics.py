@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _ffbs
 from .._checks import check_data
-from .._custom_types import ArrayLike, MaskArray, Real
+from .._custom_types import ArrayLike, Real, Shaped
 from .._model import ARHMM
 
 
@@ -184,7 +184,7 @@ def _marginals(models, x, mask, per_chain_data: bool):
 
 
 def expected_marginal_likelihoods(
-    models: ARHMM, x: Real[ArrayLike, "*C N T D"], mask: MaskArray
+    models: ARHMM, x: Real[ArrayLike, "*C N T D"], mask: Shaped[ArrayLike, "*C N T"]
 ) -> EMLScores:
     """Score restarts by the marginal likelihood of the data under each chain's parameters.
 
