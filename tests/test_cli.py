@@ -48,13 +48,13 @@ def test_demo_writes_results_and_figures(tmp_path, capsys):
     with np.load(out / "results.npz") as f:
         for name, rec in recordings.items():
             assert f[f"states/{name}"].shape == (len(rec),)
-    names = [p.name for p in ae._checkpoint.list_checkpoints(out / "checkpoints")]
+    names = [p.name for p in ae.workflow._checkpoint.list_checkpoints(out / "checkpoints")]
     assert names == [f"ckpt_{i:06d}.json" for i in (0, 2, 4, 6, 8)]
     # a second demo into the same folder starts afresh: checkpoints of the earlier demo are removed
     for suffix in (".eqx", ".json"):
         (out / f"checkpoints/ckpt_000100{suffix}").write_bytes((out / f"checkpoints/ckpt_000008{suffix}").read_bytes())
     assert main(args) == 0
-    assert [p.name for p in ae._checkpoint.list_checkpoints(out / "checkpoints")] == names
+    assert [p.name for p in ae.workflow._checkpoint.list_checkpoints(out / "checkpoints")] == names
 
 
 def test_errors_are_one_line(tmp_path, capsys):

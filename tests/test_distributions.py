@@ -10,7 +10,15 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from arhmm_eqx._distributions import sample_dirichlet, sample_inv_wishart, sample_matrix_normal, sample_mniw
+from arhmm_eqx._distributions import (
+    sample_dirichlet,
+    sample_gamma,
+    sample_inv_wishart,
+    sample_inv_wishart_chol,
+    sample_log_gamma,
+    sample_matrix_normal,
+    sample_mniw,
+)
 
 
 Z_MAX = 5.0
@@ -180,3 +188,78 @@ def test_dirichlet_tiny_many_states_float32():
     assert P.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(P)))
     assert np.allclose(np.asarray(P, np.float64).sum(-1), 1.0, atol=1e-5)
+
+
+# Shapes from tiny (log-space boost) to very large (the stickiness on the diagonal of the
+# transition conditional); the sampler runs as one loop over the whole flattened array.
+_GAMMA_SHAPES = [1e-3, 0.05, 0.3, 0.999, 1.0, 1.5, 3.0, 10.0, 100.0, 1e4, 1e6]
+_log_gamma_draws = jax.jit(sample_log_gamma)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_log_gamma_ks_against_scipy(x64):
+    """Kolmogorov-Smirnov test of every shape's draws against `scipy.stats` (fixed seed).
+
+    The log of a `Gamma(a)` variate is `scipy.stats.loggamma(a)`, whose CDF is exact for the
+    tiny shapes where the variate itself underflows. All shapes are drawn in one call, so the
+    whole-array rejection loop runs with elements that need different numbers of rounds.
+    """
+    import scipy.stats
+
+    n = 20_000
+    shapes = np.asarray(_GAMMA_SHAPES)
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        conc = jnp.asarray(np.repeat(shapes[:, None], n, axis=1), dtype)
+        draws = np.asarray(_log_gamma_draws(jr.key(21), conc), np.float64)
+    assert draws.dtype == np.float64 and np.all(np.isfinite(draws))
+    for a, row in zip(shapes, draws):
+        res = scipy.stats.kstest(row, scipy.stats.loggamma(a).cdf)
+        # 11 shapes x 2 dtypes: a threshold of 1e-4 keeps the family-wise false alarm rate small.
+        assert res.pvalue > 1e-4, (a, res.statistic, res.pvalue)
+
+
+@pytest.mark.parametrize("shape", _GAMMA_SHAPES)
+def test_gamma_moments(shape):
+    """Mean and variance of `Gamma(a)` draws (both `a`) and of their logs (digamma, trigamma)."""
+    import scipy.special
+
+    n = 100_000
+    conc = jnp.full((n,), shape, jnp.float32)
+    logs = np.asarray(_log_gamma_draws(jr.key(22), conc), np.float64)
+    assert np.all(np.isfinite(logs))
+    z = _z_mean(logs, scipy.special.digamma(shape))
+    assert abs(z) < Z_MAX, z
+    z = _z_var(logs, scipy.special.polygamma(1, shape))
+    assert abs(z) < Z_MAX, z
+    if shape >= 0.05:  # below, the variates underflow in float32; their logs were checked above
+        g = np.asarray(sample_gamma(jr.key(23), conc), np.float64) / shape  # scaled to mean 1
+        assert abs(_z_mean(g, 1.0)) < Z_MAX
+        assert abs(_z_var(g, 1.0 / shape)) < Z_MAX
+
+
+def test_log_gamma_special_values_and_shapes():
+    conc = jnp.asarray([0.0, -1.0, jnp.nan, jnp.inf, 2.0, 1e-30], jnp.float32)
+    out = np.asarray(sample_log_gamma(jr.key(24), conc))
+    assert out[0] == -np.inf and np.isnan(out[1]) and np.isnan(out[2]) and out[3] == np.inf
+    assert np.all(np.isfinite(out[4:]))
+    assert sample_log_gamma(jr.key(0), jnp.ones((3, 4, 5), jnp.float32)).shape == (3, 4, 5)
+    assert sample_log_gamma(jr.key(0), jnp.ones((), jnp.float32)).shape == ()
+    # Independent per key, and vmappable over keys and shapes.
+    batch = jax.vmap(sample_log_gamma)(jr.split(jr.key(25), 4), jnp.full((4, 6), 2.0, jnp.float32))
+    assert batch.shape == (4, 6) and len(np.unique(np.asarray(batch))) == 24
+
+
+def test_bartlett_diagonal_is_chi_squared():
+    """The diagonal of the batched Bartlett factor: `A_ii^2 ~ chi2(nu - i)`, per state (KS test)."""
+    import scipy.stats
+
+    n, D = 20_000, 3
+    nu = jnp.asarray([4.0, 40.0], jnp.float32)
+    S_chol = jnp.broadcast_to(jnp.eye(D, dtype=jnp.float32), (2, D, D))
+    Q = jax.jit(jax.vmap(sample_inv_wishart_chol, in_axes=(0, None, None)))(jr.split(jr.key(26), n), nu, S_chol)
+    # With S = I, Q^{-1} = A A^T, whose [0, 0] entry is A_00^2 ~ chi2(nu).
+    P00 = np.linalg.inv(np.asarray(Q, np.float64))[..., 0, 0]
+    for j, v in enumerate(np.asarray(nu)):
+        res = scipy.stats.kstest(P00[:, j], scipy.stats.chi2(v).cdf)
+        assert res.pvalue > 1e-4, (v, res.statistic, res.pvalue)

@@ -44,7 +44,7 @@ def test_chunks_equal_run_chain(data, reference, tmp_path, capsys):
     _assert_same(result.model, reference[0])
     _assert_same(result.infos, reference[1])
     assert result.checkpoint == tmp_path / "ckpt_000004.json"
-    assert [p.name for p in ae._checkpoint.list_checkpoints(tmp_path)] == [
+    assert [p.name for p in ae.workflow._checkpoint.list_checkpoints(tmp_path)] == [
         "ckpt_000000.json", "ckpt_000002.json", "ckpt_000004.json"]
     bar = capsys.readouterr().err
     assert "4/4" in bar and "log_joint_x=" in bar and "states=" in bar
@@ -68,7 +68,7 @@ def test_resume_reuses_the_saved_sweep_options(data, tmp_path):
     reference = ae.run_chain(KEY, model, x, mask, 4, states_only=True, sequence_chunk=1)
     ae.workflow.fit(model, x, mask, key=KEY, num_iters=2, checkpoint_dir=tmp_path, progress=False, states_only=True,
            sequence_chunk=1)
-    meta = ae._checkpoint.read_checkpoint_metadata(tmp_path / "ckpt_000002.json")
+    meta = ae.workflow._checkpoint.read_checkpoint_metadata(tmp_path / "ckpt_000002.json")
     assert meta["sweep_options"] == {"states_only": True, "sequence_chunk": 1, "parallel": False}
     resumed = ae.workflow.resume(tmp_path, x, mask, num_iters=2, progress=False)
     _assert_same(resumed.model, reference[0])

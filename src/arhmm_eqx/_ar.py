@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jax import lax
 
 from ._custom_types import Array, Float, Int, PRNGKeyArray
@@ -133,14 +132,12 @@ def resample_ar_params(
     num_states: int,
     nlags: int,
 ) -> tuple[Float[Array, "K D A"], Float[Array, "K D D"]]:
-    """Draw `(Ab, Q)` from their conjugate MNIW conditional, one independent key per state."""
+    """Draw `(Ab, Q)` from their conjugate MNIW conditional, independently per state (one batched draw)."""
     dtype = x.dtype
     nu_0, S_0, M_0, K_0 = (jnp.asarray(v, dtype) for v in (nu_0, S_0, M_0, K_0))
     stats = ar_sufficient_stats(x, mask, z, num_states=num_states, nlags=nlags)
     G, nu_n = mniw_posterior_joint(stats, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
-    keys = jr.split(key, num_states)
-    D = x.shape[-1]
-    return jax.vmap(lambda k, g, nu: sample_mniw_from_joint(k, g, nu, D))(keys, G, nu_n)
+    return sample_mniw_from_joint(key, G, nu_n, x.shape[-1])
 
 
 def init_ar_params(
@@ -155,8 +152,9 @@ def init_ar_params(
     """Draw `(Ab, Q)` for every state from the MNIW prior."""
     D = S_0.shape[-1]
     G0 = mniw_prior_joint(nu_0, S_0, M_0, K_0)
-    keys = jr.split(key, num_states)
-    return jax.vmap(lambda k: sample_mniw_from_joint(k, G0, nu_0, D))(keys)
+    K = num_states
+    nu = jnp.broadcast_to(jnp.asarray(nu_0, G0.dtype), (K,))
+    return sample_mniw_from_joint(key, jnp.broadcast_to(G0, (K,) + G0.shape), nu, D)
 
 
 def whitened_transforms(

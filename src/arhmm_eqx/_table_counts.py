@@ -17,9 +17,10 @@ that customers `k, ..., k + d - 1` all fail is
 so with `E ~ Exponential(1)` the next success is at `k + d - 1` for the smallest `d`
 with `h(s + k + d) - h(s + k) > E` (inverse-CDF sampling, since `-log U ~ Exp(1)`),
 found by integer bisection. The work grows with the number of tables (tens) times
-`log2(n)`, not with `n`. Everything is `lax.while_loop`, so it runs under `jit` and
-`vmap` with no host callback; the result is exact in distribution up to the
-rounding of the log-gamma differences.
+`log2(n)`, not with `n`. All cells run in one `lax.while_loop` over rounds (one
+exponential per cell per round), so it runs under `jit` and `vmap` with no host
+callback; the result is exact in distribution up to the rounding of the log-gamma
+differences.
 
 Differences of `h` at large arguments (`kappa` up to 1e8 and beyond) cannot be taken
 as differences of `lgamma` values in float32, so `h(x + d) - h(x)` is computed as
@@ -32,7 +33,6 @@ whose differences are written with `log1p` and `d / (x (x + d))` so that nothing
 large cancels.
 """
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jax import lax
@@ -84,10 +84,17 @@ def log_survival_gap(x, d, a):
     return direct + asym
 
 
-def _sample_one_cell(key: PRNGKeyArray, n, a, s):
-    """Number of successes among `Bernoulli(a / (a + s + k))`, `k = 0 .. n - 1`."""
+def _sample_cells(key: PRNGKeyArray, n: Float[Array, " M"], a: Float[Array, " M"], s: Float[Array, " M"]):
+    """Number of successes among `Bernoulli(a / (a + s + k))`, `k = 0 .. n - 1`, for every cell.
+
+    One loop over the whole (flat) array: every round draws one `Exponential(1)` per cell
+    (a single random-bits call for all cells), jumps each unfinished cell to its next
+    success by a bisection run on all cells at once, and stops when every cell is done.
+    A cell that is done ignores later rounds, so each cell's draw is the one its own
+    sequence of exponentials gives, whatever the other cells do.
+    """
     dtype = jnp.result_type(n, a, s)
-    n = jnp.asarray(n, dtype)
+    n, a, s = (jnp.asarray(v, dtype) for v in (n, a, s))
     # With s == 0 the first customer always sits at a new table (probability a / a);
     # starting after it keeps every argument of lgamma positive.
     forced = (s <= 0) & (n > 0)
@@ -96,30 +103,30 @@ def _sample_one_cell(key: PRNGKeyArray, n, a, s):
 
     def cond(carry):
         _, _, _, done = carry
-        return ~done
+        return ~jnp.all(done)
 
     def body(carry):
-        k, count, i, _ = carry
+        k, count, i, done = carry
         x = s + k
-        E = jr.exponential(jr.fold_in(key, i), dtype=dtype)
-        d_max = n - k
-        hit = log_survival_gap(x, d_max, a_pos) > E
+        E = -jnp.log1p(-jr.uniform(jr.fold_in(key, i), n.shape, dtype))  # as jax.random.exponential
+        d_max = jnp.where(done, 0.0, n - k)
+        hit = (log_survival_gap(x, d_max, a_pos) > E) & ~done
 
         def bis_cond(lohi):
             lo, hi = lohi
-            return hi - lo > 1
+            return jnp.any(hi - lo > 1)
 
         def bis_body(lohi):
             lo, hi = lohi
+            active = hi - lo > 1
             mid = jnp.floor(0.5 * (lo + hi))
             big = log_survival_gap(x, mid, a_pos) > E
-            return jnp.where(big, lo, mid), jnp.where(big, mid, hi)
+            return jnp.where(active & ~big, mid, lo), jnp.where(active & big, mid, hi)
 
-        _, d = lax.while_loop(bis_cond, bis_body, (jnp.zeros((), dtype), jnp.where(hit, d_max, 0.0)))
-        k_new = jnp.where(hit, k + d, n)
+        _, d = lax.while_loop(bis_cond, bis_body, (jnp.zeros_like(n), jnp.where(hit, d_max, 0.0)))
+        k_new = jnp.where(done, k, jnp.where(hit, k + d, n))
         count = count + hit.astype(dtype)
-        done = k_new >= n
-        return k_new, count, i + 1, done
+        return k_new, count, i + 1, done | (k_new >= n)
 
     init = (k0, k0, jnp.zeros((), jnp.int32), k0 >= n)
     _, count, _, _ = lax.while_loop(cond, body, init)
@@ -150,14 +157,12 @@ def sample_override_table_counts(
     dtype = counts.dtype
     a = jnp.broadcast_to(alpha * betas, (K, K)).astype(dtype)
     s = (kappa * jnp.eye(K, dtype=dtype)).astype(dtype)
-    keys = jr.split(key, K * K)
-    flat = jax.vmap(_sample_one_cell)(keys, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
+    flat = _sample_cells(key, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
     return flat.reshape(K, K)
 
 
 def sample_crt(key: PRNGKeyArray, n, concentration, stickiness=0.0):
     """Table count of one restaurant: `sum_{k<n} Bernoulli(c / (c + s + k))` (scalar inputs)."""
     dtype = jnp.result_type(float)
-    return _sample_one_cell(
-        key, jnp.asarray(n, dtype), jnp.asarray(concentration, dtype), jnp.asarray(stickiness, dtype)
-    )
+    args = (jnp.asarray(v, dtype).reshape(1) for v in (n, concentration, stickiness))
+    return _sample_cells(key, *args)[0]
