@@ -170,7 +170,7 @@ def test_run_chains_traces_once_across_kappa_grids(data, grid_models, monkeypatc
     assert calls == []
 
 
-def test_run_chains_input_errors(data, grid_models):
+def test_run_chains_input_errors(data, grid_models, library_checks):
     x, mask = data
     with pytest.raises(ValueError, match="batched"):
         ae.run_chains(jr.key(0), _index(grid_models, 0), x, mask, 2)
@@ -190,7 +190,9 @@ def test_kappa_scan_reports_its_trace_and_picks_by_interpolation(data):
     np.testing.assert_allclose(scan.chain_durations[:, 0], trace[:, 1:].mean(axis=1))
     np.testing.assert_allclose(scan.durations, scan.chain_durations.mean(axis=1))
     # kappa_for: linear in log kappa between the bracketing grid points; clipped to the grid outside
-    made = ae.KappaScan(np.array([1e3, 1e4, 1e5]), np.array([4.0, 8.0, 16.0]), None, None, None)
+    made = ae.KappaScan(
+        np.array([1e3, 1e4, 1e5]), np.array([4.0, 8.0, 16.0]), np.zeros((3, 1)), scan.models, scan.infos
+    )
     assert made.kappa_for(8.0) == pytest.approx(1e4)
     assert made.kappa_for(12.0) == pytest.approx(10**4.5)
     assert made.kappa_for(6.0) == pytest.approx(10**3.5)
