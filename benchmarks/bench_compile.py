@@ -135,7 +135,6 @@ def child(N, T, D, L, K, repeats, sweep_only=False):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
-    import numpy as np
 
     import arhmm_eqx as ae
 

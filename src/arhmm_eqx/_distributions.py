@@ -27,9 +27,10 @@ def _log1p_remainder(t: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     For `|t| < 0.1` the Taylor series `sum_{n>=4} (-1)^(n+1) t^n / n` to `n = 12` (the
     first dropped term is below `1e-9` of the first kept one); elsewhere the direct formula.
     """
-    series = t**4 * (
-        -1 / 4 + t * (1 / 5 + t * (-1 / 6 + t * (1 / 7 + t * (-1 / 8 + t * (1 / 9 + t * (-1 / 10 + t * (1 / 11 - t / 12)))))))
-    )
+    horner = jnp.zeros_like(t)
+    for n in range(12, 3, -1):  # Horner's rule for sum_{n=4}^{12} (-1)^(n+1) t^(n-4) / n
+        horner = (-1) ** (n + 1) / n + t * horner
+    series = t**4 * horner
     direct = jnp.log1p(t) - t * (1.0 - t * (0.5 - t / 3.0))
     return jnp.where(jnp.abs(t) < 0.1, series, direct)
 
