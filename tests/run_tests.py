@@ -4,14 +4,23 @@ This is the suite's command (README, CI): two files run at once on a two-core ma
 each process's compiled programs end with its file. (`conftest.py` also frees JAX's compiled
 programs after every module: a single process running the whole suite once reached the
 kernel's cap on memory mappings, which compiled programs hold, and crashed in a compilation.)
-Extra arguments go to every pytest call, e.g. `python tests/run_tests.py -x -k geweke`.
+
+The longest files start first (their last measured times are in `durations.json`; a file not
+listed there counts as a long one), so that no long file starts last and the two workers
+finish together. `--record` writes this run's times into `durations.json`. Other arguments
+go to every pytest call, e.g. `python tests/run_tests.py -x -k geweke`.
 """
 
 import concurrent.futures
+import json
 import pathlib
 import subprocess
 import sys
 import time
+
+
+HERE = pathlib.Path(__file__).parent
+DURATIONS = HERE / "durations.json"
 
 
 def _run(path: pathlib.Path, args: list[str]) -> tuple[str, int, str, float]:
@@ -22,16 +31,26 @@ def _run(path: pathlib.Path, args: list[str]) -> tuple[str, int, str, float]:
 
 
 def main() -> int:
-    files = sorted(pathlib.Path(__file__).parent.glob("test_*.py"))
-    failed = []
+    args = sys.argv[1:]
+    record = "--record" in args
+    args = [a for a in args if a != "--record"]
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    unknown = max(known.values(), default=0.0)
+    files = sorted(HERE.glob("test_*.py"), key=lambda p: (-known.get(p.name, unknown), p.name))
+    failed, seconds_of = [], {}
+    start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for name, code, output, seconds in pool.map(lambda p: _run(p, sys.argv[1:]), files):
+        for name, code, output, seconds in pool.map(lambda p: _run(p, args), files):
+            seconds_of[name] = round(seconds, 1)
             last = output.strip().splitlines()[-1] if output.strip() else ""
             print(f"{name:32s} {seconds:7.1f} s  {last}", flush=True)
             if code not in (0, 5):  # 5: no test selected
                 failed.append(name)
                 print(output[-6000:], flush=True)
-    print(f"{len(files) - len(failed)} of {len(files)} files passed" + (f"; failed: {failed}" if failed else ""))
+    print(f"{len(files) - len(failed)} of {len(files)} files passed in {time.perf_counter() - start:.0f} s"
+          + (f"; failed: {failed}" if failed else ""))
+    if record:
+        DURATIONS.write_text(json.dumps(dict(sorted(seconds_of.items())), indent=1) + "\n")
     return 1 if failed else 0
 
 
