@@ -84,7 +84,7 @@ def log_survival_gap(x, d, a):
     return direct + asym
 
 
-def _sample_one_cell(key: PRNGKeyArray, n, a, s):
+def sample_table_count(key: PRNGKeyArray, n, a, s):
     """Number of successes among `Bernoulli(a / (a + s + k))`, `k = 0 .. n - 1`."""
     dtype = jnp.result_type(n, a, s)
     n = jnp.asarray(n, dtype)
@@ -151,13 +151,5 @@ def sample_override_table_counts(
     a = jnp.broadcast_to(alpha * betas, (K, K)).astype(dtype)
     s = (kappa * jnp.eye(K, dtype=dtype)).astype(dtype)
     keys = jr.split(key, K * K)
-    flat = jax.vmap(_sample_one_cell)(keys, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
+    flat = jax.vmap(sample_table_count)(keys, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
     return flat.reshape(K, K)
-
-
-def sample_crt(key: PRNGKeyArray, n, concentration, stickiness=0.0):
-    """Table count of one restaurant: `sum_{k<n} Bernoulli(c / (c + s + k))` (scalar inputs)."""
-    dtype = jnp.result_type(float)
-    return _sample_one_cell(
-        key, jnp.asarray(n, dtype), jnp.asarray(concentration, dtype), jnp.asarray(stickiness, dtype)
-    )
