@@ -13,7 +13,7 @@ next to the true parameters; then EM started from the last Gibbs sample, and Ada
 
 For each: the compile time (ahead-of-time `lower().compile()` of the jitted function), the
 run time of the compiled call, their sum, the final marginal log-likelihood (computed with
-the log-space filter of `_log_posterior.py`, which stays finite for the initial prior draw)
+the log-space filter of `_inference/logspace.py`, which stays finite for the initial prior draw)
 and the log posterior. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_point_estimates.py
@@ -83,7 +83,7 @@ def main():
     import arhmm_eqx as ae
     from arhmm_eqx import _em, _gradient, _run
     from arhmm_eqx._gibbs import SweepOptions
-    from arhmm_eqx._log_posterior import stable_marginal_log_likelihood
+    from arhmm_eqx._inference import stable_marginal_log_likelihood
 
     stable_mll = jax.jit(stable_marginal_log_likelihood)
     N, T, D, L, K = args.workload

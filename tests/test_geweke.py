@@ -42,7 +42,7 @@ from helpers import random_model
 
 import arhmm_eqx._ar as ar_module
 import arhmm_eqx._gibbs as gibbs_module
-import arhmm_eqx._stateseqs as stateseqs_module
+import arhmm_eqx._inference as inference_module
 import arhmm_eqx._transitions as transitions_module
 from arhmm_eqx._ar import init_ar_params
 from arhmm_eqx._generate import simulate_dataset
@@ -494,7 +494,7 @@ def test_geweke_ar_params_rejects(mutation, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------
-# States alone: z | x, Ab, Q, pi by `resample_discrete_stateseqs`, then x | z, Ab, Q.
+# States alone: z | x, Ab, Q, pi by `sample_stateseqs`, then x | z, Ab, Q.
 
 STATES_SIZES = dict(K=3, D=2, L=2, N=2, T=12, padded=3)
 
@@ -533,7 +533,7 @@ def _states_step(setup):
 
     def step(key, s):
         key_z, key_x = jr.split(key)
-        z = stateseqs_module.resample_discrete_stateseqs(key_z, s["x"], mask, p["Ab"], p["Q"], p["pi"])
+        z, _, _ = inference_module.sample_stateseqs(key_z, s["x"], mask, p["Ab"], p["Q"], p["pi"])
         return dict(z=z, x=simulate_x(key_x, z, p["Ab"], p["Q"], mask))
 
     return step
@@ -547,8 +547,8 @@ def test_geweke_states():
 
 def _states_with(x=lambda v: v, mask=lambda v: v, pi=lambda v: v):
     def make(original):
-        def wrong(key, x_, mask_, Ab, Q, pi_):
-            return original(key, x(x_), mask(mask_), Ab, Q, pi(pi_))
+        def wrong(key, x_, mask_, Ab, Q, pi_, **kwargs):
+            return original(key, x(x_), mask(mask_), Ab, Q, pi(pi_), **kwargs)
 
         return wrong
 
@@ -557,11 +557,11 @@ def _states_with(x=lambda v: v, mask=lambda v: v, pi=lambda v: v):
 
 STATES_MUTATIONS = {
     # The conditional sees x delayed by one frame: every frame is paired with the wrong lags.
-    "lag_off_by_one": (stateseqs_module, "resample_discrete_stateseqs",
+    "lag_off_by_one": (inference_module, "sample_stateseqs",
                        _states_with(x=lambda v: jnp.concatenate([v[:, :1], v[:, :-1]], axis=1))),
-    "mask_ignored": (stateseqs_module, "resample_discrete_stateseqs", _states_with(mask=jnp.ones_like)),
+    "mask_ignored": (inference_module, "sample_stateseqs", _states_with(mask=jnp.ones_like)),
     # Forward filtering / backward sampling with pi^T (pi is not symmetric).
-    "pi_transposed": (stateseqs_module, "resample_discrete_stateseqs", _states_with(pi=jnp.transpose)),
+    "pi_transposed": (inference_module, "sample_stateseqs", _states_with(pi=jnp.transpose)),
 }
 
 

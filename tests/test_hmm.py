@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import oracles
 from helpers import chi2_pvalue, enumerate_paths, path_codes, random_model, reference_ar_ll
 
-from arhmm_eqx import _ffbs, _hmm, _stateseqs
+from arhmm_eqx import _inference
 
 
 K, D, L = 3, 2, 2
@@ -43,8 +44,8 @@ def test_forward_filter_and_smoother_match_enumeration():
     with jax.enable_x64(True):
         pi = _problem(jnp.float64)[4]
         ll = _random_ll(1, TZ, mask_z, jnp.float64)
-        log_norm, filtered = jax.jit(_hmm.forward_filter)(ll, pi)
-        smoothed = jax.jit(_hmm.smoother)(ll, pi)
+        log_norm, filtered = jax.jit(oracles.forward_filter)(ll, pi)
+        smoothed = jax.jit(oracles.smoother)(ll, pi)
         log_z, marginals, _ = enumerate_paths(ll, pi)
         np.testing.assert_allclose(float(log_norm), log_z, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(np.asarray(smoothed), marginals, rtol=1e-10, atol=1e-12)
@@ -58,22 +59,22 @@ def test_stateseq_functions_match_enumeration_with_masks():
         x, mask, Ab, Q, pi = _problem(jnp.float64)
         ll_ref = reference_ar_ll(x, mask, Ab, Q)
         enum = [enumerate_paths(ll_ref[n], pi) for n in range(N)]
-        mll = jax.jit(_stateseqs.marginal_log_likelihood)(x, mask, Ab, Q, pi)
+        mll = jax.jit(_inference.marginal_log_likelihood)(x, mask, Ab, Q, pi)
         assert mll.dtype == jnp.float64
         np.testing.assert_allclose(float(mll), sum(e[0] for e in enum), rtol=1e-10)
         expected = np.stack([e[1] for e in enum])
-        marg = jax.jit(_stateseqs.stateseq_marginals)(x, mask, Ab, Q, pi)
+        marg = jax.jit(_inference.smoothed_marginals)(x, mask, Ab, Q, pi)
         assert marg.shape == (N, TZ, K) and marg.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(marg), expected, rtol=1e-9, atol=1e-12)
         # the blocked smoother does not depend on the block size (padding frames at the end
         # of the last block) or on the sequence chunking (padding sequences)
         for block, chunk in ((3, None), (5, 1), (64, 2)):
-            m = _ffbs.smoothed_marginals(x, mask, Ab, Q, pi, block=block, sequence_chunk=chunk)
+            m = _inference.smoothed_marginals(x, mask, Ab, Q, pi, block=block, sequence_chunk=chunk)
             np.testing.assert_allclose(np.asarray(m), expected, rtol=1e-9, atol=1e-12, err_msg=f"{block=} {chunk=}")
-        ref = _stateseqs.stateseq_marginals_from_ll(jnp.asarray(ll_ref), pi)
+        ref = oracles.stateseq_marginals_from_ll(jnp.asarray(ll_ref), pi)
         np.testing.assert_allclose(np.asarray(ref), expected, rtol=1e-9, atol=1e-12)
         # sample_stateseqs_from_ll also returns the per-sequence normalisers
-        _, log_norms = jax.jit(_stateseqs.sample_stateseqs_from_ll)(jr.key(0), jnp.asarray(ll_ref), pi)
+        _, log_norms = jax.jit(oracles.sample_stateseqs_from_ll)(jr.key(0), jnp.asarray(ll_ref), pi)
         np.testing.assert_allclose(np.asarray(log_norms), [e[0] for e in enum], rtol=1e-10)
 
 
@@ -83,7 +84,7 @@ _N_DRAWS = 20000
 @jax.jit
 def _draw_paths(keys, x, mask, Ab, Q, pi):
     """One posterior path of sequence 0 per key, through the x-level sampler."""
-    one = lambda k: _stateseqs.resample_discrete_stateseqs(k, x[:1], mask[:1], Ab, Q, pi)[0]
+    one = lambda k: _inference.sample_stateseqs(k, x[:1], mask[:1], Ab, Q, pi)[0][0]
     return jax.vmap(one)(keys)
 
 
@@ -116,7 +117,7 @@ def test_sampler_from_ll_matches_exact_posterior_per_sequence():
     ll = _random_ll(3, TZ, mask_z, jnp.float32)
     pi = _problem(jnp.float32, seed=2)[4]
     probs = enumerate_paths(ll, pi)[2]
-    sampler = jax.jit(_stateseqs.sample_stateseqs_from_ll)
+    sampler = jax.jit(oracles.sample_stateseqs_from_ll)
     z, _ = sampler(jr.key(11), jnp.broadcast_to(ll, (_N_DRAWS, TZ, K)), pi)
     assert z.dtype == jnp.int32 and z.shape == (_N_DRAWS, TZ)
     p_ok = _path_pvalue(z, probs)
@@ -131,8 +132,8 @@ def test_float32_matches_float64_enumeration():
     ll64 = np.asarray(_random_ll(5, TZ, mask_z, jnp.float32), np.float64)
     pi = _problem(jnp.float32)[4]
     log_z, marginals, _ = enumerate_paths(ll64, pi)
-    log_norm, _ = jax.jit(_hmm.forward_filter)(jnp.asarray(ll64, jnp.float32), pi)
-    smoothed = jax.jit(_hmm.smoother)(jnp.asarray(ll64, jnp.float32), pi)
+    log_norm, _ = jax.jit(oracles.forward_filter)(jnp.asarray(ll64, jnp.float32), pi)
+    smoothed = jax.jit(oracles.smoother)(jnp.asarray(ll64, jnp.float32), pi)
     assert log_norm.dtype == jnp.float32 and smoothed.dtype == jnp.float32
     eps = float(np.finfo(np.float32).eps)
     # a few roundings per step and per state, accumulated over TZ steps, on terms of size |ll|
@@ -162,9 +163,9 @@ def test_long_sequence_does_not_underflow():
     for dtype in (jnp.float32, jnp.float64):
         with jax.enable_x64(dtype == jnp.float64):
             ll_d, pi_d = jnp.asarray(ll, dtype), jnp.asarray(pi64, dtype)
-            log_norm, filtered = jax.jit(_hmm.forward_filter)(ll_d, pi_d)
-            smoothed = jax.jit(_hmm.smoother)(ll_d, pi_d)
-            z, log_norms = jax.jit(_stateseqs.sample_stateseqs_from_ll)(jr.key(0), ll_d[None], pi_d)
+            log_norm, filtered = jax.jit(oracles.forward_filter)(ll_d, pi_d)
+            smoothed = jax.jit(oracles.smoother)(ll_d, pi_d)
+            z, log_norms = jax.jit(oracles.sample_stateseqs_from_ll)(jr.key(0), ll_d[None], pi_d)
         eps = float(jnp.finfo(dtype).eps)
         assert log_norm.dtype == dtype and np.isfinite(float(log_norm))
         assert np.all(np.isfinite(np.asarray(filtered))) and np.all(np.isfinite(np.asarray(smoothed)))
@@ -185,15 +186,15 @@ def test_filter_survives_transitions_through_floored_entries():
     mask = np.ones((1, 12))
     with jax.enable_x64(True):
         args64 = [jnp.asarray(a, jnp.float64) for a in (x, mask, Ab, Q, pi)]
-        want = float(_stateseqs.marginal_log_likelihood(*args64))
+        want = float(_inference.marginal_log_likelihood(*args64))
     args32 = [jnp.asarray(a, jnp.float32) for a in (x, mask, Ab, Q, pi)]
-    got = float(jax.jit(_stateseqs.marginal_log_likelihood)(*args32))
+    got = float(jax.jit(_inference.marginal_log_likelihood)(*args32))
     assert np.isfinite(got)
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    z, _, log_marg = jax.jit(_ffbs.sample_stateseqs)(jr.key(0), *args32)
+    z, _, log_marg = jax.jit(_inference.sample_stateseqs)(jr.key(0), *args32)
     assert np.isfinite(float(log_marg))
     np.testing.assert_array_equal(np.asarray(z)[0, 5:], 1)
-    marg = np.asarray(jax.jit(_stateseqs.stateseq_marginals)(*args32))
+    marg = np.asarray(jax.jit(_inference.smoothed_marginals)(*args32))
     assert np.all(np.isfinite(marg))
     np.testing.assert_allclose(marg[0, 5:, 1], 1.0, atol=1e-6)
 
@@ -207,7 +208,7 @@ def test_sampled_states_are_scored_exactly():
             x, mask, Ab, Q, pi = _problem(dtype, seed=3)
             ll = reference_ar_ll(x, mask, Ab, Q)  # (N, TZ, K), 0 on masked frames
             for block, chunk in ((64, None), (3, None), (4, 1)):
-                z, ll_z, _ = _ffbs.sample_stateseqs(jr.key(block), x, mask, Ab, Q, pi, block=block,
-                                                    sequence_chunk=chunk)
+                z, ll_z, _ = _inference.sample_stateseqs(jr.key(block), x, mask, Ab, Q, pi, block=block,
+                                                         sequence_chunk=chunk)
                 direct = np.take_along_axis(np.asarray(ll, np.float64), np.asarray(z)[..., None], -1).sum()
                 np.testing.assert_allclose(float(ll_z), direct, rtol=rtol, err_msg=f"{dtype} {block=} {chunk=}")

@@ -11,7 +11,7 @@ from helpers import enumerate_paths, random_model, reference_ar_ll
 
 import arhmm_eqx as ae
 import arhmm_eqx.compat as compat
-from arhmm_eqx import _ar, _log_prob, _stateseqs
+from arhmm_eqx import _ar, _inference, _log_prob
 
 
 K, D, L = 3, 2, 2
@@ -133,7 +133,7 @@ def test_marginal_log_likelihood():
         x, mask, z, Ab, Q, pi, betas = _problem(jnp.float64)
         ll = reference_ar_ll(x, mask, Ab, Q)
         ref = sum(enumerate_paths(ll[n], pi)[0] for n in range(N))
-        out = jax.jit(_stateseqs.marginal_log_likelihood)(x, mask, Ab, Q, pi)
+        out = jax.jit(_inference.marginal_log_likelihood)(x, mask, Ab, Q, pi)
         np.testing.assert_allclose(float(out), ref, rtol=1e-10)
         x0 = _zero_nonfinite_masked(x, mask)
         ll0 = reference_ar_ll(x0, mask, Ab, Q)
@@ -150,9 +150,9 @@ def test_public_entry_points_agree_with_kernels_on_finite_masked_frames():
     with jax.enable_x64(True):
         x, mask, z, Ab, Q, pi, betas = _problem(jnp.float64)
         model = _model(Ab, Q, pi, betas, z)
-        mll = float(_stateseqs.marginal_log_likelihood(x, mask, Ab, Q, pi))
+        mll = float(_inference.marginal_log_likelihood(x, mask, Ab, Q, pi))
         lj = _log_prob.log_joint_likelihood(x, mask, z, pi, Ab, Q)
-        marg = np.asarray(_stateseqs.stateseq_marginals(x, mask, Ab, Q, pi))
+        marg = np.asarray(_inference.smoothed_marginals(x, mask, Ab, Q, pi))
         np.testing.assert_allclose(float(compat.marginal_log_likelihood(mask, x, Ab, Q, pi)), mll, rtol=1e-10)
         np.testing.assert_allclose(float(model.marginal_log_likelihood(x, mask)), mll, rtol=1e-10)
         lj_compat = compat.log_joint_likelihood(x, mask, z, pi, Ab, Q)

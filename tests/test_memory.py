@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import arhmm_eqx as ae
-from arhmm_eqx import _ffbs
+from arhmm_eqx import _inference
 
 
 K, D, L, N, T = 4, 2, 2, 3, 40
@@ -25,8 +25,8 @@ def test_sequence_chunk_gives_the_same_samples(chunk):
     x, mask = _data()
     model = ae.ARHMM.from_prior(ae.Hyperparams.from_scales(K, D, L, kappa=10.0), x, mask, key=jr.key(1))
     p = model.params
-    z, ll, lm = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi)
-    zc, llc, lmc = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, sequence_chunk=chunk)
+    z, ll, lm = _inference.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi)
+    zc, llc, lmc = _inference.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, sequence_chunk=chunk)
     np.testing.assert_array_equal(np.asarray(zc), np.asarray(z))
     # sums over chunks are taken in another order: float32 rounding of a sum of ~100 terms
     np.testing.assert_allclose(float(llc), float(ll), rtol=1e-5)
@@ -80,7 +80,7 @@ def test_parallel_with_sequence_chunk():
     x, mask = _data()
     model = ae.ARHMM.from_prior(ae.Hyperparams.from_scales(K, D, L, kappa=10.0), x, mask, key=jr.key(1))
     p = model.params
-    z, _, lm = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True)
-    zc, _, lmc = _ffbs.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True, sequence_chunk=2)
+    z, _, lm = _inference.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True)
+    zc, _, lmc = _inference.sample_stateseqs(jr.key(2), x, mask, p.Ab, p.Q, p.pi, parallel=True, sequence_chunk=2)
     np.testing.assert_array_equal(np.asarray(zc), np.asarray(z))
     np.testing.assert_allclose(float(lmc), float(lm), rtol=1e-5)

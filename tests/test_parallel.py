@@ -1,4 +1,4 @@
-"""The parallel-in-time filter / backward sampler (`_parallel.py`) against the sequential pass and K**T paths."""
+"""The parallel-in-time filter / backward sampler (`_inference/parallel.py`) against the sequential pass and paths."""
 
 import math
 
@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import oracles
 from helpers import chi2_pvalue, enumerate_paths, path_codes, random_model
 
-from arhmm_eqx import _ffbs, _hmm, _parallel
+from arhmm_eqx import _inference
+from arhmm_eqx._inference import parallel as _parallel
 
 
 P_MIN = 1e-4  # chi-square threshold: a correct sampler fails with probability 1e-4
@@ -30,7 +32,7 @@ def test_filter_matches_sequential_float64():
     K = 3
     with jax.enable_x64(True):
         pi = jnp.asarray(_random_pi(rng, K))
-        seq, par = jax.jit(_hmm.forward_filter), jax.jit(_parallel.parallel_filter)
+        seq, par = jax.jit(oracles.forward_filter), jax.jit(_parallel.parallel_filter)
         for Tz in (1, 2, 7, 64, 301):  # lengths that are and are not powers of two
             ll = jnp.asarray(_random_ll(rng, Tz, K, scale=10.0, shift=-40.0))
             ref_ln, ref_f = seq(ll, pi)
@@ -55,7 +57,7 @@ def test_filter_long_float32_no_overflow():
     pi[0, 1] = 1e-30  # floored entry, as init_params may give
     pi[0] /= pi[0].sum()
     with jax.enable_x64(True):
-        ref_ln, ref_f = jax.jit(_hmm.forward_filter)(jnp.asarray(ll), jnp.asarray(pi))
+        ref_ln, ref_f = jax.jit(oracles.forward_filter)(jnp.asarray(ll), jnp.asarray(pi))
         ref_ln, ref_f = float(ref_ln), np.asarray(ref_f)
     ln, f = jax.jit(_parallel.parallel_filter)(jnp.asarray(ll, jnp.float32), jnp.asarray(pi, jnp.float32))
     assert ln.dtype == jnp.float32
@@ -70,16 +72,16 @@ def test_filter_long_float32_no_overflow():
 
 
 def test_backward_sample_equals_sequential_given_uniforms():
-    """Same filtered messages and uniforms -> exactly the same states as `_hmm.backward_sample`."""
+    """Same filtered messages and uniforms -> exactly the same states as `oracles.backward_sample`."""
     rng = np.random.default_rng(2)
     K, n_draws = 3, 2000
     with jax.enable_x64(True):
         pi = jnp.asarray(_random_pi(rng, K))
-        seq = jax.jit(jax.vmap(_hmm.backward_sample, in_axes=(None, None, 0)))
+        seq = jax.jit(jax.vmap(oracles.backward_sample, in_axes=(None, None, 0)))
         par = jax.jit(jax.vmap(_parallel.parallel_backward_sample, in_axes=(None, None, 0)))
         for Tz in (1, 5, 13):
             ll = jnp.asarray(_random_ll(rng, Tz, K))
-            _, filtered = _hmm.forward_filter(ll, pi)
+            _, filtered = oracles.forward_filter(ll, pi)
             u = jr.uniform(jr.key(Tz), (n_draws, Tz), dtype=jnp.float64)
             z_seq, z_par = seq(filtered, pi, u), par(filtered, pi, u)
             assert z_par.dtype == jnp.int32 and z_par.shape == (n_draws, Tz)
@@ -113,6 +115,10 @@ def test_parallel_ffbs_matches_enumeration():
     assert chi2_pvalue(counts, probs) > P_MIN
 
 
+def _sample_stateseqs_parallel(key, x, mask, Ab, Q, pi):
+    return _inference.sample_stateseqs(key, x, mask, Ab, Q, pi, parallel=True)
+
+
 def _ar_problem(dtype, seed=0):
     """x, mask, Ab, Q, pi: N=3 sequences of T=14 frames, with interior and trailing masked frames."""
     K, D, L, N, T = 3, 2, 2, 3, 14
@@ -128,11 +134,11 @@ def _ar_problem(dtype, seed=0):
 
 
 def test_sample_stateseqs_parallel_matches_ffbs():
-    """Same key -> same z, log p(x | z) and log p(x) as `_ffbs.sample_stateseqs` (float64, masks)."""
+    """Same key -> same z, log p(x | z) and log p(x) as the blocked pass (float64, masks)."""
     with jax.enable_x64(True):
         x, mask, Ab, Q, pi = _ar_problem(jnp.float64)
-        seq = jax.jit(jax.vmap(_ffbs.sample_stateseqs, in_axes=(0, None, None, None, None, None)))
-        par = jax.jit(jax.vmap(_parallel.sample_stateseqs_parallel, in_axes=(0, None, None, None, None, None)))
+        seq = jax.jit(jax.vmap(_inference.sample_stateseqs, in_axes=(0, None, None, None, None, None)))
+        par = jax.jit(jax.vmap(_sample_stateseqs_parallel, in_axes=(0, None, None, None, None, None)))
         keys = jr.split(jr.key(5), 200)
         z_s, lj_s, lm_s = seq(keys, x, mask, Ab, Q, pi)
         z_p, lj_p, lm_p = par(keys, x, mask, Ab, Q, pi)
@@ -141,17 +147,18 @@ def test_sample_stateseqs_parallel_matches_ffbs():
         np.testing.assert_array_equal(np.asarray(z_p), np.asarray(z_s))
         np.testing.assert_allclose(np.asarray(lj_p), np.asarray(lj_s), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(lm_p), np.asarray(lm_s), rtol=1e-12)
-        mll = jax.jit(_parallel.marginal_log_likelihood_parallel)(x, mask, Ab, Q, pi)
-        np.testing.assert_allclose(float(mll), float(_ffbs.marginal_log_likelihood(x, mask, Ab, Q, pi)), rtol=1e-12)
+        mll = jax.jit(oracles.marginal_log_likelihood_parallel)(x, mask, Ab, Q, pi)
+        want = _inference.marginal_log_likelihood(x, mask, Ab, Q, pi)
+        np.testing.assert_allclose(float(mll), float(want), rtol=1e-12)
 
 
 def test_jit_and_vmap_agree_with_loop_float32():
     x, mask, Ab, Q, pi = _ar_problem(jnp.float32, seed=1)
     keys = jr.split(jr.key(7), 3)
-    one = jax.jit(_parallel.sample_stateseqs_parallel)
+    one = jax.jit(_sample_stateseqs_parallel)
     z_v, lj_v, lm_v = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))(keys, x, mask, Ab, Q, pi)
     assert z_v.shape == (3, 3, 12) and z_v.dtype == jnp.int32 and lj_v.dtype == lm_v.dtype == jnp.float32
-    seq = jax.jit(_ffbs.sample_stateseqs)
+    seq = jax.jit(_inference.sample_stateseqs)
     for i in range(3):
         z, lj, lm = one(keys[i], x, mask, Ab, Q, pi)
         np.testing.assert_array_equal(np.asarray(z_v[i]), np.asarray(z))

@@ -27,9 +27,9 @@ from jax import lax
 
 import arhmm_eqx as ae
 import arhmm_eqx._gibbs as gibbs_module
+from arhmm_eqx._inference import marginal_log_likelihood
 from arhmm_eqx._initialize import init_params
 from arhmm_eqx._model import sweep
-from arhmm_eqx._stateseqs import marginal_log_likelihood
 
 
 K, D, L_AR, N, T = 2, 1, 1, 2, 24

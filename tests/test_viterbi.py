@@ -8,7 +8,7 @@ import pytest
 from helpers import all_paths, enumerate_paths, random_model, reference_ar_ll
 
 import arhmm_eqx as ae
-from arhmm_eqx import _viterbi
+from arhmm_eqx._inference import viterbi as _viterbi
 from arhmm_eqx.workflow import example_model, matched_accuracy
 
 

@@ -45,49 +45,14 @@ from jax import lax
 from ._ar import ar_log_likelihoods, chunk_size, mniw_posterior_joint
 from ._checks import check_data, check_int, validate_data
 from ._custom_types import Array, Bool, DataArray, Float, Int, MaskArray
+from ._inference import forward_backward, viterbi_paths
 from ._lags import augmented_regressors
 from ._linalg import PRECISION, psd_cholesky, solve_lower_transposed
-from ._log_posterior import dirichlet_concentrations, forward_filter, log_prior
+from ._log_posterior import dirichlet_concentrations, log_prior
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
 from ._transitions import floor_and_normalize, transition_weights
-from ._viterbi import viterbi_paths
-
-
-def forward_backward(
-    ll: Float[Array, "Tz K"], pi: Float[Array, "K K"], w: Float[Array, " Tm1"]
-) -> tuple[Float[Array, ""], Float[Array, "Tz K"], Float[Array, "K K"]]:
-    """One sequence: `(log p(x), smoothed marginals gamma, sum_t w_t p(z[t-1], z[t] | x))`.
-
-    With the filtered `f[t]` (`_log_posterior.forward_filter`) and a backward message `b[t]`
-    proportional to `p(x[t+1:] | z[t])`, the pairwise posterior is
-    `f[t-1, i] pi[i, j] h[t, j]` with `h[t] = p(x[t] | z[t]) b[t]` (rescaled), divided by its
-    sum `(f[t-1] @ pi) . h[t]`; so the weighted sum over `t` is one product `pi * (f[:-1]^T @ H)`.
-    `h` is formed in log space (`exp(ll + log b - max)`), so it cannot underflow to all zeros.
-    """
-    log_norm, filt = forward_filter(ll, pi)
-    K = pi.shape[0]
-    tiny = jnp.finfo(ll.dtype).tiny
-
-    def scaled(ll_t, b_t):
-        a = ll_t + jnp.log(jnp.maximum(b_t, tiny))
-        return jnp.exp(a - jnp.max(a))
-
-    def backward(b_next, ll_next):
-        b = jnp.matmul(pi, scaled(ll_next, b_next), precision=PRECISION)
-        b = b / jnp.sum(b)
-        return b, b
-
-    b_last = jnp.full((K,), 1.0 / K, ll.dtype)
-    _, b = lax.scan(backward, b_last, ll[1:], reverse=True)
-    b = jnp.concatenate([b, b_last[None]], axis=0)
-    gamma = jax.nn.softmax(jnp.log(jnp.maximum(filt, tiny)) + jnp.log(jnp.maximum(b, tiny)), axis=-1)
-    h = jax.vmap(scaled)(ll[1:], b[1:])
-    pred = jnp.matmul(filt[:-1], pi, precision=PRECISION)
-    scale = w / jnp.maximum(jnp.sum(pred * h, axis=-1), tiny)
-    xi = pi * jnp.matmul(filt[:-1].T, h * scale[:, None], precision=PRECISION)
-    return log_norm, gamma, xi
 
 
 def expected_ar_stats(

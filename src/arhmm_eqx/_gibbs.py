@@ -12,8 +12,8 @@ import jax.random as jr
 from ._ar import resample_ar_params
 from ._checks import check_int
 from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
-from ._ffbs import sample_stateseqs
 from ._hyperparams import Hyperparams
+from ._inference import sample_stateseqs
 from ._params import Params
 from ._states import States
 from ._summaries import median_duration, num_states_used

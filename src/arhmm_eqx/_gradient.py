@@ -1,6 +1,6 @@
 """Gradient fitting: the log posterior as a function of unconstrained parameters, minimised with optax.
 
-The marginal log-likelihood (`_log_posterior.stable_marginal_log_likelihood`) is
+The marginal log-likelihood (`_inference.stable_marginal_log_likelihood`) is
 differentiable (reverse mode stores the filter's messages, a few `N Tz K` arrays) with
 respect to the parameters and to `x`. So the model can also sit inside a larger JAX
 model, e.g. `jax.grad(lambda x: model.log_posterior(x, mask))(x)` makes the AR-HMM a
@@ -16,13 +16,13 @@ from jax import lax
 
 from ._checks import check_data, check_int
 from ._custom_types import Array, DataArray, Float, MaskArray, PRNGKeyArray
+from ._inference import stable_marginal_log_likelihood, viterbi_paths
 from ._linalg import psd_cholesky
-from ._log_posterior import log_prior, stable_marginal_log_likelihood
+from ._log_posterior import log_prior
 from ._model import ARHMM
 from ._params import Params
 from ._states import States
 from ._transitions import floor_and_normalize
-from ._viterbi import viterbi_paths
 
 
 class UnconstrainedParams(eqx.Module):

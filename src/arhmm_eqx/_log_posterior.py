@@ -1,8 +1,9 @@
 """The objective of the point estimates: marginal log-likelihood plus the log prior density of the parameters.
 
 The marginal log-likelihood comes from a forward filter that keeps the predicted
-probabilities in log space (`forward_filter`), so it stays finite for parameters far from
-the data, such as the prior draws that EM and gradient fitting often start from.
+probabilities in log space (`_inference.stable_marginal_log_likelihood`), so it stays
+finite for parameters far from the data, such as the prior draws that EM and gradient
+fitting often start from.
 
 The prior is the one of model.md ("Generative model") with `betas` held fixed:
 
@@ -21,12 +22,11 @@ and keeps the sticky `kappa` on the diagonal. EM and gradient fitting both maxim
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln, multigammaln
 
-from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float
+from ._inference import stable_marginal_log_likelihood
 from ._linalg import psd_cholesky, solve_lower
 
 
@@ -104,51 +104,6 @@ def log_prior(
     conc = dirichlet_concentrations(betas, alpha, kappa)
     lp_ar = mniw_log_prob(Ab, Q, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
     return jnp.sum(lp_ar) + jnp.sum(dirichlet_log_prob(pi, conc))
-
-
-def forward_filter(ll: Float[Array, "Tz K"], pi: Float[Array, "K K"]) -> tuple[Float[Array, ""], Float[Array, "Tz K"]]:
-    """One sequence: `(log p(x), filtered p(z[t] | x[:t+1]))`, robust to far-apart states.
-
-    The predicted probabilities enter in log space, `a = log(filt @ pi) + ll[t]`, and the
-    exponential is taken after subtracting `max(a)`. (Scaling the likelihoods alone, as
-    `_hmm.forward_filter` does, underflows to `0 / 0` when the state that explains a frame
-    by hundreds of nats has a predicted probability near the floor of `pi`, which happens
-    with parameters far from the data, e.g. a prior draw.) Differentiable.
-    """
-    K = pi.shape[0]
-    tiny = jnp.finfo(ll.dtype).tiny
-
-    def step(carry, ll_t):
-        filt, log_norm = carry
-        pred = jnp.matmul(filt, pi, precision=jax.lax.Precision.HIGHEST)
-        a = jnp.log(jnp.maximum(pred, tiny)) + ll_t
-        m = jnp.max(a)
-        w = jnp.exp(a - m)
-        c = jnp.sum(w)
-        filt = w / c
-        return (filt, log_norm + m + jnp.log(c)), filt
-
-    # The first frame: the uniform initial distribution.
-    a0 = ll[0] - jnp.log(jnp.asarray(K, ll.dtype))
-    m0 = jnp.max(a0)
-    w0 = jnp.exp(a0 - m0)
-    filt0 = w0 / jnp.sum(w0)
-    init = (filt0, m0 + jnp.log(jnp.sum(w0)))
-    (_, log_norm), filtered = jax.lax.scan(step, init, ll[1:])
-    return log_norm, jnp.concatenate([filt0[None], filtered], axis=0)
-
-
-def stable_marginal_log_likelihood(
-    x: Float[Array, "N T D"],
-    mask: Float[Array, "N T"],
-    Ab: Float[Array, "K D A"],
-    Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
-) -> Float[Array, ""]:
-    """`log p(x | Ab, Q, pi)` summed over sequences, through `forward_filter` (holds `N Tz K` log-likelihoods)."""
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
-    log_norms, _ = jax.vmap(forward_filter, in_axes=(0, None))(ll, pi)
-    return jnp.sum(log_norms)
 
 
 def log_posterior(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ar import STATS_BLOCK, STATS_BLOCKS_PER_STEP
-from ._ffbs import DEFAULT_BLOCK
+from ._inference import DEFAULT_BLOCK
 
 
 # Resident memory of a process that has imported JAX, initialised a model and compiled

@@ -4,16 +4,16 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from . import _log_posterior, _log_prob, _stateseqs
+from . import _log_posterior, _log_prob
 from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, clean_data, validate_data
 from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
 from ._hyperparams import Hyperparams, check_hyperparam_values
+from ._inference import marginal_log_likelihood, sample_stateseqs, smoothed_marginals, viterbi_paths
 from ._initialize import init_params
 from ._params import Params
 from ._states import States
-from ._viterbi import viterbi_paths
 
 
 class ARHMM(eqx.Module):
@@ -179,13 +179,13 @@ def _log_joint_jit(model: ARHMM, x, mask):
 @eqx.filter_jit
 def _marginal_jit(model: ARHMM, x, mask):
     p = model.params
-    return _stateseqs.marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+    return marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
 
 
 @eqx.filter_jit
 def _smoother_jit(model: ARHMM, x, mask):
     p = model.params
-    return _stateseqs.stateseq_marginals(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+    return smoothed_marginals(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
 
 
 @eqx.filter_jit
@@ -234,7 +234,7 @@ def sweep_compiled(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptio
 def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
     x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
-    z = _stateseqs.resample_discrete_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
+    z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
     return ARHMM(hyperparams, params, States(z=z))
 
 
@@ -248,7 +248,7 @@ def draw_from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
         M_0=hp.M_0, K_0=hp.K_0, num_states=hp.num_states, dtype=x.dtype,
     )
     params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
-    z = _stateseqs.resample_discrete_stateseqs(key_states, x, mask, Ab, Q, pi)
+    z, _, _ = sample_stateseqs(key_states, x, mask, Ab, Q, pi)
     return ARHMM(hyperparams, params, States(z=z))
 
 

@@ -84,7 +84,7 @@ def log_survival_gap(x, d, a):
     return direct + asym
 
 
-def _sample_cells(key: PRNGKeyArray, n: Float[Array, " M"], a: Float[Array, " M"], s: Float[Array, " M"]):
+def sample_cells(key: PRNGKeyArray, n: Float[Array, " M"], a: Float[Array, " M"], s: Float[Array, " M"]):
     """Number of successes among `Bernoulli(a / (a + s + k))`, `k = 0 .. n - 1`, for every cell.
 
     One loop over the whole (flat) array: every round draws one `Exponential(1)` per cell
@@ -157,12 +157,6 @@ def sample_override_table_counts(
     dtype = counts.dtype
     a = jnp.broadcast_to(alpha * betas, (K, K)).astype(dtype)
     s = (kappa * jnp.eye(K, dtype=dtype)).astype(dtype)
-    flat = _sample_cells(key, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
+    flat = sample_cells(key, counts.reshape(-1), a.reshape(-1), s.reshape(-1))
     return flat.reshape(K, K)
 
-
-def sample_crt(key: PRNGKeyArray, n, concentration, stickiness=0.0):
-    """Table count of one restaurant: `sum_{k<n} Bernoulli(c / (c + s + k))` (scalar inputs)."""
-    dtype = jnp.result_type(float)
-    args = (jnp.asarray(v, dtype).reshape(1) for v in (n, concentration, stickiness))
-    return _sample_cells(key, *args)[0]

@@ -8,13 +8,17 @@ import equinox as _eqx
 import jax.numpy as _jnp
 import jax.random as _jr
 
-from .. import _gibbs, _stateseqs
+from .. import _gibbs
 from .._ar import resample_ar_params as _resample_ar_kernel
 from .._checks import check_data as _check_data
+from .._inference import (
+    sample_stateseqs as _sample_stateseqs,
+    smoothed_marginals as _smoothed_marginals,
+    viterbi_paths as _viterbi_paths,
+)
 from .._params import Params as _Params
 from .._states import States as _States
 from .._transitions import resample_hdp_transitions as _resample_trans_kernel
-from .._viterbi import viterbi_paths as _viterbi_paths
 from . import _convert
 
 
@@ -113,13 +117,13 @@ def _prepare(x, mask, Ab):
 
 @_eqx.filter_jit
 def _resample_stateseqs_jit(key, x, mask, Ab, Q, pi):
-    z = _stateseqs.resample_discrete_stateseqs(key, *_prepare(x, mask, Ab), Ab, Q, pi)
+    z, _, _ = _sample_stateseqs(key, *_prepare(x, mask, Ab), Ab, Q, pi)
     return z.astype(_convert.default_int())
 
 
 @_eqx.filter_jit
 def _marginals_jit(x, mask, Ab, Q, pi):
-    return _stateseqs.stateseq_marginals(*_prepare(x, mask, Ab), Ab, Q, pi)
+    return _smoothed_marginals(*_prepare(x, mask, Ab), Ab, Q, pi)
 
 
 @_eqx.filter_jit

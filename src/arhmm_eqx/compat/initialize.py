@@ -11,8 +11,8 @@ import numpy as _np
 
 from .._ar import init_ar_params as _init_ar_params_kernel
 from .._checks import check_data as _check_data
+from .._inference import sample_stateseqs as _resample_z_kernel
 from .._initialize import init_params as _init_params_kernel
-from .._stateseqs import resample_discrete_stateseqs as _resample_z_kernel
 from . import _convert
 from .gibbs import resample_discrete_stateseqs as resample_discrete_stateseqs  # as the reference module does
 
@@ -153,7 +153,7 @@ def _init_ar_params_jit(key, nu_0, S_0, M_0, K_0, *, num_states, dtype):
 @_eqx.filter_jit
 def _init_states_jit(key, x, mask, Ab, Q, pi):
     x, mask = _check_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
-    return _as_default_int(_resample_z_kernel(key, x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi))
+    return _as_default_int(_resample_z_kernel(key, x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi)[0])
 
 
 @_eqx.filter_jit
@@ -171,6 +171,6 @@ def _init_model_jit(key, hp, params, x, mask):
         Ab, Q, pi = params["Ab"], params["Q"], params["pi"]
     if x is not None:
         x, mask = _check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
-        z = _resample_z_kernel(key_states, x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi)
+        z = _resample_z_kernel(key_states, x.astype(Ab.dtype), mask.astype(Ab.dtype), Ab, Q, pi)[0]
         out["z"] = _as_default_int(z)
     return out

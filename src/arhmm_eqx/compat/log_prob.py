@@ -8,9 +8,10 @@ import jax as _jax
 import jax.numpy as _jnp
 import numpy as _np
 
-from .. import _log_prob, _stateseqs
+from .. import _log_prob
 from .._ar import ar_log_likelihoods as _ar_log_likelihoods
 from .._checks import check_data as _check_data
+from .._inference import marginal_log_likelihood as _marginal_log_likelihood
 from . import _convert
 
 
@@ -127,4 +128,4 @@ def _cross_jit(x, mask, z, Ab, Q, epsilon=1e-6):
 
 @_eqx.filter_jit
 def _marginal_jit(x, mask, Ab, Q, pi):
-    return _stateseqs.marginal_log_likelihood(*_prepare(x, mask, Ab), Ab, Q, pi)
+    return _marginal_log_likelihood(*_prepare(x, mask, Ab), Ab, Q, pi)

@@ -10,9 +10,9 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from .. import _ffbs
 from .._checks import check_data
 from .._custom_types import ArrayLike, Real, Shaped
+from .._inference import marginal_log_likelihood
 from .._model import ARHMM
 
 
@@ -175,7 +175,7 @@ class EMLScores(eqx.Module):
 def _marginals(models, x, mask, per_chain_data: bool):
     def ll(m, x_j, mask_j):
         p = m.params
-        return _ffbs.marginal_log_likelihood(x_j, mask_j, p.Ab, p.Q, p.pi)
+        return marginal_log_likelihood(x_j, mask_j, p.Ab, p.Q, p.pi)
 
     if not per_chain_data:
         return eqx.filter_vmap(lambda m: ll(m, x, mask))(models)

@@ -1,6 +1,6 @@
 """Parallel-in-time forward filtering / backward sampling (associative scans), for accelerators.
 
-The same distribution as the sequential pass of `_ffbs.py` / `_hmm.py` (model.md §3),
+The same distribution as the blocked sequential pass of `blocked.py` (model.md §3),
 computed with `lax.associative_scan` so that the depth is `O(log Tz)` instead of `Tz`:
 
 - **Filter.** Frame `t` is the matrix `E_t = pi * exp(ll_t - m_t)[None, :]` (with
@@ -10,8 +10,8 @@ computed with `lax.associative_scan` so that the depth is `O(log Tz)` instead of
   whose log is carried in a log-scale, so nothing overflows or underflows however long
   the sequence is.
 - **Backward sampler.** Given the uniforms, `z_t` is a deterministic function of
-  `z_{t+1}`: the map `f_t[j] = draw(filtered[t] * pi[:, j], u_t)` (the inverse-CDF draw of
-  `_hmm.backward_sample`), and the last frame is the constant map `draw(filtered[-1], u_{-1})`.
+  `z_{t+1}`: the map `f_t[j] = draw(filtered[t] * pi[:, j], u_t)` (an inverse-CDF draw by one
+  cumulative sum), and the last frame is the constant map `draw(filtered[-1], u_{-1})`.
   `z_t = (f_t o f_{t+1} o ... o f_{Tz-1})[0]` is a reverse associative scan of maps. With
   the same uniforms it gives the same states as the sequential pass, up to the rounding
   of the filtered probabilities.
@@ -19,17 +19,22 @@ computed with `lax.associative_scan` so that the depth is `O(log Tz)` instead of
 Cost, per sequence: the filter does `O(Tz K^3)` work (against `O(Tz K^2)` sequentially)
 in depth `O(log Tz)`, and both passes hold `Tz x K x K` numbers, `K` times the `Tz x K`
 filtered messages of the sequential pass. It is worth it on accelerators, for long
-sequences and moderate `K`; on CPUs, or for large `K`, use `_ffbs.sample_stateseqs`.
+sequences and moderate `K`; on CPUs, or for large `K`, use the blocked pass.
+
+The uniforms and the chunking over sequences are the blocked pass's (the package's
+`sample_stateseqs` draws the one and does the other for both), so `parallel=True` changes
+only how each chunk is filtered and sampled. The log-likelihoods, the draw and the filter
+stay this module's own: the associative scan needs every frame's likelihoods at once, and
+sharing the blocked pass's two-level draw would change the states drawn here.
 """
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jax import lax
 
-from ._ar import ar_log_likelihoods
-from ._custom_types import Array, Float, Int, PRNGKeyArray
-from ._linalg import PRECISION
+from .._ar import ar_log_likelihoods
+from .._custom_types import Array, Float, Int
+from .._linalg import PRECISION
 
 
 def _combine_scaled(a, b):
@@ -44,7 +49,7 @@ def _combine_scaled(a, b):
 def parallel_filter(ll: Float[Array, "Tz K"], pi: Float[Array, "K K"]) -> tuple[Float[Array, ""], Float[Array, "Tz K"]]:
     """Return `log p(x | pi, Ab, Q)` of the sequence and the filtered `p(z[t] | x[:t+1])`.
 
-    The same as `_hmm.forward_filter` (uniform initial distribution), by an associative scan.
+    The same as a sequential forward filter with a uniform initial distribution, by an associative scan.
     """
     Tz, K = ll.shape
     m = jnp.max(ll, axis=-1)
@@ -65,8 +70,8 @@ def parallel_filter(ll: Float[Array, "Tz K"], pi: Float[Array, "K K"]) -> tuple[
 def _draw_all(p, u):
     """Inverse-CDF draws from the rows of `p` (..., K, K) with one uniform per leading index `u` (...,)."""
     K = p.shape[-1]
-    # A cumulative sum, as in `_hmm._categorical_from_uniform` (`_ffbs._draw` multiplies by a
-    # triangular matrix of ones; in float64 the two agree to the last bit or nearly so).
+    # A cumulative sum (`blocked._draw` multiplies by a triangular matrix of ones; in float64
+    # the two agree to the last bit or nearly so).
     cdf = jnp.cumsum(p, axis=-1)
     idx = jnp.sum(cdf < u[..., None, None] * cdf[..., -1:], axis=-1)
     return jnp.minimum(idx, K - 1).astype(jnp.int32)
@@ -81,7 +86,10 @@ def _compose_maps(later, current):
 def parallel_backward_sample(
     filtered: Float[Array, "Tz K"], pi: Float[Array, "K K"], uniforms: Float[Array, " Tz"]
 ) -> Int[Array, " Tz"]:
-    """Draw `z` from `p(z | x)` as `_hmm.backward_sample` does, by a reverse scan of maps."""
+    """Draw `z` from `p(z | x)` given the filtered messages and one uniform per frame, by a reverse scan of maps.
+
+    `z[-1] = draw(filtered[-1], u[-1])`, then `z[t] = draw(filtered[t] * pi[:, z[t+1]], u[t])`.
+    """
     Tz, K = filtered.shape
     # maps[t, j] = z_t given z_{t+1} = j: rows of `pi.T * filtered[t]` are `filtered[t] * pi[:, j]`.
     maps = _draw_all(pi.T[None] * filtered[:-1, None, :], uniforms[:-1])  # (Tz - 1, K)
@@ -91,46 +99,24 @@ def parallel_backward_sample(
     return composed[:, 0]
 
 
-def sample_stateseqs_parallel(
-    key: PRNGKeyArray,
+def sample_given_uniforms(
+    uniforms: Float[Array, "N Tz"],
     x: Float[Array, "N T D"],
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
     pi: Float[Array, "K K"],
 ) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
-    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence, as `_ffbs.sample_stateseqs` does.
+    """Filter and sample every sequence with the given uniforms, as `blocked.sample_given_uniforms` does.
 
-    The same uniforms as `_ffbs.sample_stateseqs` for the same key, so the same states up
-    to rounding. Memory: `N x Tz x K x K` numbers (see the module docstring).
+    The same states as the blocked pass for the same uniforms, up to rounding. Memory:
+    `N x Tz x K x K` numbers (see the module docstring).
 
     **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
     sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
     """
-    K, D, A = Ab.shape
-    nlags = (A - 1) // D
-    N, T, _ = x.shape
-    uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
-    return sample_given_uniforms(uniforms, x, mask, Ab, Q, pi)
-
-
-def sample_given_uniforms(uniforms, x, mask, Ab, Q, pi):
-    """`sample_stateseqs_parallel` with its uniforms `(N, Tz)` given (for chunking over sequences)."""
     ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), 0 on masked frames
     log_norms, filtered = jax.vmap(parallel_filter, in_axes=(0, None))(ll, pi)
     z = jax.vmap(parallel_backward_sample, in_axes=(0, None, 0))(filtered, pi, uniforms)
     log_joint_x = jnp.sum(jnp.take_along_axis(ll, z[..., None], axis=-1))
     return z, log_joint_x, jnp.sum(log_norms)
-
-
-def marginal_log_likelihood_parallel(
-    x: Float[Array, "N T D"],
-    mask: Float[Array, "N T"],
-    Ab: Float[Array, "K D A"],
-    Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
-) -> Float[Array, ""]:
-    """`log p(x | Ab, Q, pi)` summed over sequences, by the parallel filter."""
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
-    log_norms, _ = jax.vmap(parallel_filter, in_axes=(0, None))(ll, pi)
-    return jnp.sum(log_norms)

@@ -11,8 +11,8 @@ most likely transitions. `fill_value` replaces them when only the valid frames m
 import jax.numpy as jnp
 from jax import lax
 
-from ._ar import ar_log_likelihoods
-from ._custom_types import Array, Float, Int
+from .._ar import ar_log_likelihoods
+from .._custom_types import Array, Float, Int
 
 
 def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Int[Array, "N Tz"]:

@@ -1,31 +1,31 @@
-"""Forward filtering / backward sampling over `(N, T)` fused with the AR emission likelihoods.
+"""The HMM filter, backward sampler, smoother and marginal likelihood over `(N, T)`, blocked in time.
 
-The reference path (`_hmm.py` over a precomputed `(N, Tz, K)` array of log-likelihoods)
-holds both the likelihoods and the filtered messages for every frame. Here time is cut
-into blocks of `block` frames: each block's likelihoods come from one matrix product
-against the whitened transforms of all states (`_ar.whitened_transforms`) and are
-filtered at once, so only the filtered messages `(Tz, N, K)` (and one log normaliser per
-frame) outlive their block. The backward pass samples each block and scores the sampled
-states from the filter's own quantities (no second product with the transforms).
+This is the sampler's inference: `log p(x | Ab, Q, pi)` here is the model's marginal
+likelihood. The emission likelihoods are fused in: time is cut into blocks of `block`
+frames, each block's likelihoods come from one matrix product against the whitened
+transforms of all states (`_ar.whitened_transforms`) and are filtered at once, so only
+the filtered messages `(Tz, N, K)` (and one log normaliser per frame) outlive their block;
+nothing holds the `(N, Tz, K)` log-likelihoods. The backward pass samples each block and
+scores the sampled states from the filter's own quantities (no second product with the
+transforms).
 
 Padding frames after the end (emission log-likelihood 0) do not change the filter of
 the real frames, and the backward pass starts at the last real frame; padded samples
-are dropped. The uniforms are drawn for the whole `(N, Tz)` array at once, so the
-samples do not depend on the block size (up to the rounding of the products).
+are dropped. The uniforms are drawn for the whole `(N, Tz)` array at once (by the
+caller, `sample_stateseqs` of the package), so the samples do not depend on the block
+size (up to the rounding of the products).
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jax import lax
 
-from . import _parallel
-from ._ar import squared_residual_norms, whitened_transforms
-from ._custom_types import Array, Float, Int, PRNGKeyArray
-from ._lags import augmented_regressors
-from ._linalg import PRECISION
+from .._ar import squared_residual_norms, whitened_transforms
+from .._custom_types import Array, Float
+from .._lags import augmented_regressors
+from .._linalg import PRECISION
 
 
 # Frames per block. The block's residuals, `N * block * K * D` numbers, should stay near
@@ -47,6 +47,13 @@ def _block_regressors(x_pad, m_pad, b, nlags: int, block: int):
     xb = lax.dynamic_slice_in_dim(x_pad, b * block, block + nlags, axis=1)
     mb = lax.dynamic_slice_in_dim(m_pad, b * block, block, axis=1)
     return augmented_regressors(xb, nlags), mb  # (N, block, A + D), (N, block)
+
+
+def _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
+    """Emission log-likelihoods of one block, `(N, block, K)`; masked and padding rows are 0."""
+    v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
+    sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
+    return jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
 
 
 def forward_filter_blocks(
@@ -90,9 +97,7 @@ def forward_filter_blocks(
         return (pred, acc + step), ((filt, step) if keep_filtered else None)
 
     def block_step(carry, b):
-        v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
-        sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
-        ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
+        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K)
         # The exponentials are taken for the whole block at once, outside the recursion.
         m = jnp.max(ll, axis=-1)
         lik = jnp.exp(ll - m[..., None])
@@ -151,7 +156,21 @@ def _draw(p, u, group: int):
     return (g * G + jnp.minimum(j, last_positive)).astype(jnp.int32)
 
 
-def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
+def sample_given_uniforms(
+    uniforms: Float[Array, "N Tz"],
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    pi: Float[Array, "K K"],
+    *,
+    block: int = DEFAULT_BLOCK,
+):
+    """Forward-filter backward-sample every sequence with the given uniforms, one per frame.
+
+    **Returns:** `(z, log_joint_x, log_marginal)`: the states `(N, Tz)`; `log p(x | z, Ab, Q)`
+    of the sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
+    """
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     N, T, _ = x.shape
@@ -206,49 +225,7 @@ def _sample_given_uniforms(uniforms, x, mask, Ab, Q, pi, block: int):
     return z, jnp.sum(ll_z), jnp.sum(log_norms)
 
 
-def sample_stateseqs(
-    key: PRNGKeyArray,
-    x: Float[Array, "N T D"],
-    mask: Float[Array, "N T"],
-    Ab: Float[Array, "K D A"],
-    Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
-    *,
-    block: int = DEFAULT_BLOCK,
-    sequence_chunk: int | None = None,
-    parallel: bool = False,
-) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
-    """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence.
-
-    `parallel=True` filters and samples each chunk with the parallel-in-time scans of
-    `_parallel.py` instead (same uniforms, so the same states up to rounding).
-
-    `sequence_chunk` is the memory knob: the filtered messages, `Tz x N x K` numbers,
-    are the largest thing a sweep holds; with `sequence_chunk = C` sequences are filtered
-    and sampled `C` at a time (one `lax.map` over chunks), so only `Tz x C x K` are held.
-    The uniforms are drawn for all sequences at once, so the samples are the same
-    whatever the chunking (up to the rounding of the products).
-
-    **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
-    sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
-    """
-    K, D, A = Ab.shape
-    nlags = (A - 1) // D
-    N, T, _ = x.shape
-    uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
-
-    def sample(u, x_c, m_c):
-        if parallel:
-            return _parallel.sample_given_uniforms(u, x_c, m_c, Ab, Q, pi)
-        return _sample_given_uniforms(u, x_c, m_c, Ab, Q, pi, block)
-
-    if sequence_chunk is None or sequence_chunk >= N:
-        return sample(uniforms, x, mask)
-    (z, ll_x, log_marg), unchunk = _map_sequence_chunks(sample, sequence_chunk, uniforms, x, mask)
-    return unchunk(z), jnp.sum(ll_x), jnp.sum(log_marg)
-
-
-def _map_sequence_chunks(fn, sequence_chunk: int, *arrays):
+def map_sequence_chunks(fn, sequence_chunk: int, *arrays):
     """`lax.map` of `fn` over chunks of `sequence_chunk` sequences (axis 0 of every array).
 
     The last chunk is padded with zeros, i.e. fully masked sequences whose results are
@@ -268,14 +245,6 @@ def _map_sequence_chunks(fn, sequence_chunk: int, *arrays):
 
     out = lax.map(lambda args: fn(*args), tuple(chunks(a) for a in arrays))
     return out, lambda a: a.reshape((num_chunks * C,) + a.shape[2:])[:N]
-
-
-def _block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
-    """Scaled emission likelihoods `exp(ll - max ll)` of one block, `(N, block, K)`; masked rows are ones."""
-    v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
-    sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
-    ll = jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
-    return jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True))
 
 
 def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
@@ -302,7 +271,8 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
 
     def block_step(beta, inputs):
         b, filt_b = inputs
-        lik = jnp.swapaxes(_block_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K), 0, 1)
+        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K)
+        lik = jnp.swapaxes(jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True)), 0, 1)  # masked rows: ones
         return lax.scan(frame_step, beta, (filt_b, lik), reverse=True, unroll=4)
 
     beta0 = jnp.ones((N, K), x.dtype)
@@ -329,7 +299,7 @@ def smoothed_marginals(
     if sequence_chunk is None or sequence_chunk >= x.shape[0]:
         return _smooth_given_filter(x, mask, Ab, Q, pi, block)
     smooth = lambda x_c, m_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi, block)
-    post, unchunk = _map_sequence_chunks(smooth, sequence_chunk, x, mask)
+    post, unchunk = map_sequence_chunks(smooth, sequence_chunk, x, mask)
     return unchunk(post)
 
 
