@@ -7,7 +7,7 @@ program's run time), as `bench_sweep.py` measures it. Run from the repository ro
     .venv/bin/python benchmarks/bench_compile.py                  # moseq and secondary
     .venv/bin/python benchmarks/bench_compile.py --only secondary
     .venv/bin/python benchmarks/bench_compile.py --custom 4 2000 5 2 20
-    .venv/bin/python benchmarks/bench_compile.py --sweep-only --rounds 5 --reference /tmp/refenv/bin/python
+    .venv/bin/python benchmarks/bench_compile.py --sweep-only --rounds 5 --reference PATH/TO/REFERENCE/bin/python
 
 `--reference PYTHON` also measures the sweep of the reference implementation, jax-moseq's
 `jax_moseq.models.arhmm.resample_model`, run by an interpreter that has it installed (a
