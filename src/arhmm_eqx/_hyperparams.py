@@ -27,7 +27,7 @@ def default_M_0(latent_dim: int, nlags: int) -> np.ndarray:
     return M_0
 
 
-def _check_sizes(**sizes) -> None:
+def check_sizes(**sizes) -> None:
     for name, value in sizes.items():
         check_int(name, value)
 
@@ -75,7 +75,7 @@ class Hyperparams(eqx.Module):
         return ar_dim(self.latent_dim, self.nlags)
 
     def __check_init__(self):
-        _check_sizes(num_states=self.num_states, latent_dim=self.latent_dim, nlags=self.nlags)
+        check_sizes(num_states=self.num_states, latent_dim=self.latent_dim, nlags=self.nlags)
         D, A = self.latent_dim, self.ar_dim
         for name, shape in (("alpha", ()), ("gamma", ()), ("kappa", ()), ("nu_0", ()),
                             ("S_0", (D, D)), ("M_0", (D, A)), ("K_0", (A, A))):
@@ -114,7 +114,7 @@ class Hyperparams(eqx.Module):
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
         `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
-        _check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
+        check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
         D, A = latent_dim, ar_dim(latent_dim, nlags)

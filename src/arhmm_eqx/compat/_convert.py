@@ -10,7 +10,7 @@ import jax.random as jr
 import numpy as np
 
 from .._checks import check_positive, validate_data
-from .._hyperparams import Hyperparams, _check_sizes, default_M_0
+from .._hyperparams import Hyperparams, check_sizes, default_M_0
 from .._lags import ar_dim
 from .._model import ARHMM
 from .._params import Params
@@ -80,7 +80,7 @@ def hyperparams_from_dict(hypparams: dict) -> Hyperparams:
     K, alpha, gamma, kappa = require(trans, ("num_states", "alpha", "gamma", "kappa"), "`trans_hypparams`")
     D, L = require(ar, ("latent_dim", "nlags"), "`ar_hypparams`")
     K, D, L = int(K), int(D), int(L)
-    _check_sizes(num_states=K, latent_dim=D, nlags=L)
+    check_sizes(num_states=K, latent_dim=D, nlags=L)
     A = ar_dim(D, L)
     if all(k in ar for k in ("S_0", "M_0", "K_0", "nu_0")):
         S_0, M_0, K_0, nu_0 = ar["S_0"], ar["M_0"], ar["K_0"], ar["nu_0"]
