@@ -76,7 +76,8 @@ def test_init_chains_restarts_match_single_models(data):
     base = ae.Hyperparams.from_scales(K, D, L)
     restarts = ae.init_chains(base, x, mask, key=jr.key(2), num_chains=C)
     for c, k in enumerate(jr.split(jr.key(2), C)):
-        _assert_close(_index(restarts, c), ae.ARHMM.from_prior(base, x, mask, key=k))
+        # the batched MNIW draw of a vmapped initialiser may round its products in another order
+        _assert_close(_index(restarts, c), ae.ARHMM.from_prior(base, x, mask, key=k), rtol=1e-5)
     assert not np.array_equal(np.asarray(restarts.states.z[0]), np.asarray(restarts.states.z[1]))
 
 

@@ -248,7 +248,10 @@ def test_ctrl_c_while_compiling_exits_130_cleanly(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "arhmm_eqx", "fit", str(tmp_path / "data.npz"), "--out", str(out),
                              "--num-states", "20", "--nlags", "2", "--iters", "100000", "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            # a test run started in the background inherits an ignored SIGINT, and so
+                            # would the child: give it the default disposition, as a terminal does
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     try:
         while not (out / "checkpoints" / "ckpt_000000.json").exists():  # written just before the sweep compiles
