@@ -18,6 +18,12 @@ import jax.random as jr
 import pytest
 
 
+# `run_tests.py` gives its test files one persistent compilation cache for the run, so a
+# program compiled by one file is loaded by the next (only programs that take over a second
+# to compile are kept, JAX's default).
+if os.environ.get("ARHMM_EQX_TEST_JAX_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["ARHMM_EQX_TEST_JAX_CACHE"])
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 

@@ -5,6 +5,11 @@ each process's compiled programs end with its file. (`conftest.py` also frees JA
 programs after every module: a single process running the whole suite once reached the
 kernel's cap on memory mappings, which compiled programs hold, and crashed in a compilation.)
 
+The files share one JAX persistent compilation cache, a temporary folder made for the run
+(`ARHMM_EQX_TEST_JAX_CACHE`, which `conftest.py` hands to JAX): a sweep that one file
+compiled is loaded, not compiled again, by the next file with the same shapes. The files
+that test the compilation cache and compile events themselves run without it.
+
 The longest files start first (their last measured times are in `durations.json`; a file not
 listed there counts as a long one), so that no long file starts last and the two workers
 finish together. `--record` writes this run's times into `durations.json`. Other arguments
@@ -13,20 +18,27 @@ go to every pytest call, e.g. `python tests/run_tests.py -x -k geweke`.
 
 import concurrent.futures
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 
 HERE = pathlib.Path(__file__).parent
 DURATIONS = HERE / "durations.json"
+# these assert on compilations and on JAX's cache configuration: no shared cache for them
+_OWN_COMPILATIONS = ("test_compile_cache.py", "test_compiler_memory.py")
 
 
-def _run(path: pathlib.Path, args: list[str]) -> tuple[str, int, str, float]:
+def _run(path: pathlib.Path, args: list[str], cache: str) -> tuple[str, int, str, float]:
+    env = dict(os.environ)
+    if path.name not in _OWN_COMPILATIONS:
+        env["ARHMM_EQX_TEST_JAX_CACHE"] = cache
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path), *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     return path.name, done.returncode, done.stdout + done.stderr, time.perf_counter() - start
 
 
@@ -39,8 +51,9 @@ def main() -> int:
     files = sorted(HERE.glob("test_*.py"), key=lambda p: (-known.get(p.name, unknown), p.name))
     failed, seconds_of = [], {}
     start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for name, code, output, seconds in pool.map(lambda p: _run(p, args), files):
+    with tempfile.TemporaryDirectory(prefix="arhmm-eqx-test-cache-") as cache, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for name, code, output, seconds in pool.map(lambda p: _run(p, args, cache), files):
             seconds_of[name] = round(seconds, 1)
             last = output.strip().splitlines()[-1] if output.strip() else ""
             print(f"{name:32s} {seconds:7.1f} s  {last}", flush=True)

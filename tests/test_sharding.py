@@ -102,13 +102,15 @@ def test_sequence_sharded_and_one_device_mesh_equal_unsharded():
 
 
 def _check_layout(sharded, layout):
-    """States and `ok` exactly; floats to 1e-5 relative. Not bit for bit in general: each device
+    """States and `ok` exactly; floats to 1e-4 relative. Not bit for bit in general: each device
     compiles the sweep for its own shard (a batch of 1 chain, or half the sequences), and XLA may
     order a float32 reduction differently for another shape; a sum over sequences split across
-    devices is also added in another order (an all-reduce). Seen: up to about 1e-7 relative."""
+    devices is also added in another order (an all-reduce). Seen: up to about 3e-5 relative
+    (the batched MNIW draw rounds its products per shape), on values near 0 where the relative
+    difference is largest."""
     r = sharded[layout]
     assert r["z_equal"] and r["ok_equal"]
-    assert r["max_rel"] < 1e-5
+    assert r["max_rel"] < 1e-4
     if layout == "chains":
         assert r["z_spec"] == ["chains"] and r["num_shards"] == 4
         assert r["z_shards"] == ["(1, 4, 38)"]  # one chain per device

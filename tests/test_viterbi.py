@@ -110,7 +110,7 @@ def test_long_sequence_recovers_true_states():
     assert matched_accuracy(np.asarray(z_true), np.asarray(z), 4, 4) > 0.98
 
 
-def test_bad_input_is_reported():
+def test_bad_input_is_reported(library_checks):
     model, x, mask = _model(0, jnp.float32)
     with pytest.raises(ValueError, match="`x` must have shape"):
         model.most_likely_states(x[0], mask)
