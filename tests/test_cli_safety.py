@@ -246,12 +246,13 @@ def test_ctrl_c_while_compiling_exits_130_cleanly(tmp_path):
 
     _recordings(tmp_path / "data.npz")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "arhmm_eqx", "fit", str(tmp_path / "data.npz"), "--out", str(out),
-                             "--num-states", "20", "--nlags", "2", "--iters", "100000", "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            # a test run started in the background inherits an ignored SIGINT, and so
-                            # would the child: give it the default disposition, as a terminal does
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # `python -m arhmm_eqx`, with Python's own Ctrl-C handler installed first: a test run started
+    # in the background ignores SIGINT, and its children would inherit that (a terminal does not)
+    as_from_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "runpy.run_module('arhmm_eqx', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", as_from_a_terminal, "fit", str(tmp_path / "data.npz"), "--out",
+                             str(out), "--num-states", "20", "--nlags", "2", "--iters", "100000", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     try:
         while not (out / "checkpoints" / "ckpt_000000.json").exists():  # written just before the sweep compiles
