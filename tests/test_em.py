@@ -234,5 +234,16 @@ def test_bad_arguments_are_reported(library_checks):
     with pytest.raises(ValueError, match="`x` must have shape"):
         ae.fit_em(model, x[0], mask)
     # numpy scalars are numbers too
-    _, info = ae.fit_em(model, x, mask, max_iters=2, tol=np.float32(1e-3))
+    fitted, info = ae.fit_em(model, x, mask, max_iters=2, tol=np.float32(1e-3))
     assert info.log_posterior.shape == (3,)
+    # without the final Viterbi pass: the same parameters, and the given states kept
+    z = jnp.asarray(np.arange(x.shape[0] * (x.shape[1] - L)).reshape(x.shape[0], -1) % model.hyperparams.num_states)
+    model = ae.ARHMM(model.hyperparams, model.params, ae.States(z=z.astype(jnp.int32)))
+    kept, info_kept = ae.fit_em(model, x, mask, max_iters=2, tol=np.float32(1e-3), most_likely_states=False)
+    np.testing.assert_array_equal(np.asarray(kept.states.z), np.asarray(model.states.z))
+    for a, b in zip(jax.tree.leaves((fitted.params, info)), jax.tree.leaves((kept.params, info_kept))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(TypeError, match="`most_likely_states`"):
+        ae.fit_em(model, x, mask, most_likely_states="no")
+    with pytest.raises(ValueError, match="states `z` have shape"):
+        ae.fit_em(model, x[:, :30], mask[:, :30], most_likely_states=False)

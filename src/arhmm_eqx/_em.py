@@ -49,7 +49,7 @@ from ._inference import forward_backward, viterbi_paths
 from ._lags import augmented_regressors
 from ._linalg import PRECISION, psd_cholesky, solve_lower_transposed
 from ._log_posterior import dirichlet_concentrations, log_prior
-from ._model import ARHMM
+from ._model import ARHMM, check_states_fit_data
 from ._params import Params
 from ._states import States
 from ._transitions import floor_and_normalize, transition_weights
@@ -179,7 +179,7 @@ class EMInfo(eqx.Module):
 
 
 @eqx.filter_jit
-def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
+def _fit_em(model: ARHMM, x, mask, tol, max_iters: int, most_likely_states: bool):
     hp, p = model.hyperparams, model.params
     dtype = p.Ab.dtype
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
@@ -205,13 +205,19 @@ def _fit_em(model: ARHMM, x, mask, tol, max_iters: int):
 
     init = (jnp.zeros((), jnp.int32), (p.Ab, p.Q, p.pi), nan, nan, jnp.zeros((), bool), jnp.zeros((), bool))
     i, (Ab, Q, pi), trace_lp, trace_mll, converged, _ = lax.while_loop(cond, body, init)
-    z = viterbi_paths(x, mask, Ab, Q, pi, fill_value=None)
-    fitted = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z))
+    states = States(z=viterbi_paths(x, mask, Ab, Q, pi, fill_value=None)) if most_likely_states else model.states
+    fitted = ARHMM(hp, Params(Ab=Ab, Q=Q, pi=pi, betas=betas), states)
     return fitted, EMInfo(trace_lp, trace_mll, i - 1, converged)
 
 
 def fit_em(
-    model: ARHMM, x: DataArray, mask: MaskArray, *, max_iters: int = 100, tol: float | np.floating = 1e-5
+    model: ARHMM,
+    x: DataArray,
+    mask: MaskArray,
+    *,
+    max_iters: int = 100,
+    tol: float | np.floating = 1e-5,
+    most_likely_states: bool = True,
 ) -> tuple[ARHMM, EMInfo]:
     """Maximum-a-posteriori fit of `Ab`, `Q` and `pi` by EM, starting from `model`'s parameters.
 
@@ -223,21 +229,29 @@ def fit_em(
 
     **Arguments:**
 
-    - `model`: the starting point (its `states` are not used).
+    - `model`: the starting point (its `states` are used only with `most_likely_states=False`).
     - `x`: trajectories, shape `(N, T, D)`; `mask`: `(N, T)`, 1 for valid frames.
     - `max_iters`: most M-steps to take (static: the traces have `max_iters + 1` entries).
     - `tol`: stop when one iteration raises the log posterior by less than `tol` per valid
       frame (also when it lowers it, which only rounding can do). In float32, values below
       about `1e-6` are under the rounding of the log posterior and run to `max_iters`.
+    - `most_likely_states`: end with a Viterbi pass, so that the fitted model's states are
+      the most likely path. It costs about as much as a few EM iterations at large `K`;
+      with False the fitted model keeps `model.states` (which must then fit `x`), for when
+      only the parameters are wanted.
 
     **Returns:** `(fitted, info)`: an `ARHMM` with the fitted parameters, the given `betas`,
     and `states` the most likely path (`most_likely_states(..., fill_value=None)`), so it can
-    seed `run_chain`; and an `EMInfo`.
+    seed `run_chain` (or `model.states` with `most_likely_states=False`); and an `EMInfo`.
     """
     hp = model.hyperparams
     max_iters = check_int("max_iters", max_iters)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"`tol` must be a number >= 0 (an improvement per valid frame); got {tol!r}.")
+    if not isinstance(most_likely_states, bool):
+        raise TypeError(f"`most_likely_states` must be True or False; got {most_likely_states!r}.")
     model.check()
     x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
-    return _fit_em(model, x, mask, np.asarray(float(tol)), max_iters)
+    if not most_likely_states:
+        check_states_fit_data(model.states.z, x, hp.nlags)
+    return _fit_em(model, x, mask, np.asarray(float(tol)), max_iters, most_likely_states)
