@@ -20,6 +20,8 @@ import jax.random as jr
 import numpy as np
 from jax import lax
 
+from arhmm_eqx._linalg import cholesky, solve_lower, solve_lower_transposed
+
 
 # Bonferroni-style threshold on |z|. Under the null each z is close to a t variable with
 # 49 degrees of freedom (50 batch means), for which P(|t| > 4) ~ 2e-4; over ~12 test
@@ -60,7 +62,7 @@ def simulate_x(key, z, Ab, Q, mask):
     pad = jr.normal(key_pad, (N, Tz + L, D), Ab.dtype)
     valid = mask > 0
     lags0 = jnp.where(valid[:, :L, None], lags0, pad[:, :L])
-    chol = jnp.linalg.cholesky(Q)
+    chol = cholesky(Q)  # the library's loop, not LAPACK (whose batched calls could stall jaxlib 0.10)
     one = jnp.ones((1,), Ab.dtype)
 
     def one_sequence(lags, z_n, eps_n, pad_n, valid_n):
@@ -94,13 +96,13 @@ def ar_functions(Ab, Q, S_0, M_0, K_0_scale, states=(0,)):
     `tr(S_0 Q_k^{-1})` (a Wishart trace, mean `nu_0 D` under the prior)."""
     out = {}
     for k in states:
-        L_Q = jnp.linalg.cholesky(Q[k])
-        W = jax.scipy.linalg.solve_triangular(L_Q, Ab[k] - M_0, lower=True)
+        L_Q = cholesky(Q[k])
+        W = solve_lower(L_Q, Ab[k] - M_0)
         out[f"W[{k}]_lag"] = W[0, 0]
         out[f"W[{k}]_bias"] = W[0, -1]
         out[f"W[{k}]_sq"] = jnp.mean(W**2) / K_0_scale
         out[f"logdetQ[{k}]"] = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L_Q)))
-        out[f"trS0Qinv[{k}]"] = jnp.trace(jax.scipy.linalg.cho_solve((L_Q, True), S_0))
+        out[f"trS0Qinv[{k}]"] = jnp.trace(solve_lower_transposed(L_Q, solve_lower(L_Q, S_0)))
     return out
 
 

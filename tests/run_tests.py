@@ -8,7 +8,8 @@ kernel's cap on memory mappings, which compiled programs hold, and crashed in a 
 The files share one JAX persistent compilation cache, a temporary folder made for the run
 (`ARHMM_EQX_TEST_JAX_CACHE`, which `conftest.py` hands to JAX): a sweep that one file
 compiled is loaded, not compiled again, by the next file with the same shapes. The files
-that test the compilation cache and compile events themselves run without it.
+that test the compilation cache and compile events themselves run without it. Files that
+do not run long chains compile with XLA's optimisations mostly off (see `_RUNTIME_BOUND`).
 
 The longest files start first (their last measured times are in `durations.json`; a file not
 listed there counts as a long one), so that no long file starts last and the two workers
@@ -30,12 +31,23 @@ HERE = pathlib.Path(__file__).parent
 DURATIONS = HERE / "durations.json"
 # these assert on compilations and on JAX's cache configuration: no shared cache for them
 _OWN_COMPILATIONS = ("test_compile_cache.py", "test_compiler_memory.py")
+# Most files spend their time compiling small programs that then run for milliseconds: they
+# compile with XLA's optimisations mostly off (`JAX_DISABLE_MOST_OPTIMIZATIONS`), which cuts
+# the compile time by about a third. These files run long chains, where optimised code pays,
+# or measure what the optimised programs use (memory, numerical stability in float32).
+_RUNTIME_BOUND = (
+    "test_ar.py", "test_compiler_memory.py", "test_distributions.py", "test_geweke.py", "test_hdp_conditionals.py",
+    "test_memory.py", "test_recovery.py", "test_sbc.py", "test_stability.py", "test_table_counts.py",
+    "test_transitions.py",
+)
 
 
 def _run(path: pathlib.Path, args: list[str], cache: str) -> tuple[str, int, str, float]:
     env = dict(os.environ)
     if path.name not in _OWN_COMPILATIONS:
         env["ARHMM_EQX_TEST_JAX_CACHE"] = cache
+    if path.name not in _RUNTIME_BOUND:
+        env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path), *args],
                           capture_output=True, text=True, env=env)

@@ -1,5 +1,6 @@
 """Execute the notebooks top to bottom (small sizes) so they cannot rot."""
 
+import os
 import pathlib
 
 import nbformat
@@ -16,6 +17,8 @@ def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("ARHMM_NB_FRAMES", "600")
     monkeypatch.setenv("ARHMM_NB_ITERS", "60")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    if os.environ.get("ARHMM_EQX_TEST_JAX_CACHE"):  # the run's shared compilation cache (run_tests.py)
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ["ARHMM_EQX_TEST_JAX_CACHE"])
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute()
