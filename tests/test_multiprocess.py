@@ -196,3 +196,68 @@ def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
         assert int(r["iteration"]) == 6
         _assert_matches(_leaves(r, "resumed"), [np.asarray(v) for v in _leaves(r, "straight")], floats_exact=True)
     _assert_matches(_leaves(results[1], "resumed"), _leaves(results[0], "resumed"), floats_exact=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("CI")), reason="three more compilations of the fit; run by hand")
+def test_command_line_fit_on_two_processes_equals_one_process(tmp_path):
+    """`arhmm-eqx fit --distributed` on 2 processes: process 0 alone writes the run file, the
+    checkpoints, the results and the figures, and the states equal those of a 1-process fit."""
+    x, mask = _data()
+    recordings = {f"rec{i}": np.where(mask[i][:, None] > 0, x[i], np.nan) for i in range(N)}
+    np.savez(tmp_path / "recordings.npz", **recordings)
+    options = ["--iters", "4", "--save-every", "2", "--num-states", str(K), "--nlags", str(L), "--kappa", "100",
+               "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent / "src"),
+                                                                   os.environ.get("PYTHONPATH")])),
+               XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               ARHMM_EQX_COMPILE_CACHE="0", OPENBLAS_NUM_THREADS="1")
+    command = [sys.executable, "-m", "arhmm_eqx", "fit", str(tmp_path / "recordings.npz")]
+    port = _free_port()
+    procs = [subprocess.Popen([*command, "--out", str(tmp_path / "two"), "--distributed", *options],
+                              env=env | {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                                         "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
+    one = subprocess.run([*command, "--out", str(tmp_path / "one"), *options], env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    try:
+        logs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "wrote results and figures" in logs[0] and "wrote results" not in logs[1]
+    two, single = tmp_path / "two", tmp_path / "one"
+    assert sorted(p.name for p in (two / "checkpoints").glob("*.json")) == [
+        "ckpt_000000.json", "ckpt_000002.json", "ckpt_000004.json"]
+    for name in ("run.json", "model.npz", "results.npz", "states.csv", "traces.png"):
+        assert (two / name).is_file(), name
+    with np.load(two / "results.npz") as a, np.load(single / "results.npz") as b:
+        states = [k for k in b.files if k.startswith("states/")]
+        assert states and all(np.array_equal(a[k], b[k]) for k in states)
+
+    # resume on 2 processes, and kill process 1 mid-run: process 0 says so in one line and exits 1
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "arhmm_eqx", "resume", str(two), "--iters", "400",
+                               "--distributed", "--no-progress"],
+                              env=env | {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                                         "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (two / "checkpoints" / "ckpt_000006.json").exists() and procs[1].poll() is None:
+            assert time.monotonic() < deadline, "the resumed run wrote no checkpoint"
+            time.sleep(0.05)
+        procs[1].kill()
+        log0 = procs[0].communicate(timeout=60)[0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()  # reads and closes the pipe
+    assert procs[0].returncode == 1, log0[-3000:]
+    assert "arhmm-eqx: error: another process of this --distributed run stopped" in log0, log0[-3000:]
+    assert f"arhmm-eqx resume {two} --distributed" in log0

@@ -561,9 +561,23 @@ def main(argv=None) -> int:
         print("arhmm-eqx: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
     except Exception as e:  # a bug: still one line (the promise of the README), naming the exception
+        if getattr(args, "distributed", False) and type(e).__name__ == "JaxRuntimeError":
+            _lost_process(e, args)
         message = f"{type(e).__name__}: {e}".replace("\n", " ")
         print(f"arhmm-eqx: error: unexpected {message} (please report this)", file=sys.stderr)
         return _EXIT_ERROR
+
+
+def _lost_process(error: Exception, args) -> None:
+    """A collective between the processes failed: another process stopped. Say so in one line and
+    leave at once; JAX's orderly shutdown would wait for the lost process, then abort."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    out = args.out
+    print(f"arhmm-eqx: error: another process of this --distributed run stopped ({first[:300]}). Continue from "
+          f"the last checkpoint with `arhmm-eqx resume {out} --distributed` on every process.", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_ERROR)
 
 
 def _exit(code: int) -> None:
