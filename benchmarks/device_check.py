@@ -8,7 +8,8 @@ Run from the repository root:
 On a GPU it times the `secondary` workload of `bench_sweep.py` (N=10, T=10000, D=10, nlags=3,
 K=50) both ways and runs `bench_chains.py` with 1, 4 and 16 chains. Without a GPU it says so
 and runs the same measurements on a tiny workload, as a check that everything works. Each
-measurement runs in its own process (the two benchmark scripts' own children).
+measurement runs in its own process (the two benchmark scripts' own children). Compile time
+and peak memory are shown for the single sweeps (`bench_chains.py` does not measure them).
 """
 
 import argparse
@@ -75,7 +76,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, C, sweep, compile_s, peak in rows:
-        print(f"{name:<34} {C:>6} {sweep:>9.4f} {sweep / C:>13.4f} {compile_s:>9.2f} {peak:>8.2f}")
+        extra = "" if compile_s != compile_s else f" {compile_s:>9.2f} {peak:>8.2f}"  # NaN: not measured
+        print(f"{name:<34} {C:>6} {sweep:>9.4f} {sweep / C:>13.4f}{extra}")
 
 
 if __name__ == "__main__":
