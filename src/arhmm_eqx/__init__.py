@@ -38,7 +38,11 @@ from ._run import (
     gibbs_step as gibbs_step,
     run_chain as run_chain,
 )
-from ._sharding import chain_mesh as chain_mesh
+from ._sharding import (
+    chain_mesh as chain_mesh,
+    process_sequences as process_sequences,
+    shard_sequences as shard_sequences,
+)
 from ._states import States as States
 from .workflow import __all__ as _workflow_all
 
@@ -50,7 +54,7 @@ _LAZY = {
 }
 _SUBPACKAGES = ("compat", "workflow")
 # The workflow's names were top-level in 0.1; they still resolve here, with a warning.
-_MOVED_TO_WORKFLOW = frozenset(_workflow_all) - {"cli", "main"}
+_MOVED_TO_WORKFLOW = frozenset(_workflow_all) - {"cli", "main", "init_distributed"}
 
 
 def __getattr__(name: str):

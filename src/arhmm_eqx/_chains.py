@@ -21,7 +21,7 @@ from ._hyperparams import Hyperparams
 from ._memory import check_memory_fits
 from ._model import ARHMM
 from ._run import check_thin, scan_sweeps
-from ._sharding import check_mesh, constrain, shard_chains
+from ._sharding import check_mesh, constrain, gather, shard_chains
 
 
 _CONTINUOUS = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
@@ -272,7 +272,9 @@ def kappa_scan(
     - `x`, `mask`: the data; `key`: a `jax.random.key` (split into init and run keys).
     - `num_iters`: sweeps per chain; `chains_per_kappa`: restarts per kappa (`R`).
     - `burn_in`: the fraction of the trace dropped before averaging the median duration.
-    - `sequence_chunk`, `mesh`, `chain_batch_size`: as in `run_chains`.
+    - `sequence_chunk`, `mesh`, `chain_batch_size`: as in `run_chains`. With several processes
+      the grid runs as one program over all of them, and every process gets the whole result
+      (its `models` and `infos` as NumPy arrays).
 
     **Returns:** a `KappaScan`.
     """
@@ -286,6 +288,8 @@ def kappa_scan(
     models = init_chains(grid, x, mask, key=key_init)
     models, infos = run_chains(key_run, models, x, mask, num_iters, sequence_chunk=sequence_chunk, mesh=mesh,
                                chain_batch_size=chain_batch_size)
+    if jax.process_count() > 1:  # chains on other processes' devices: every process gets them all
+        models, infos = gather((models, infos))
     trace = np.asarray(infos.median_duration, dtype=np.float64)
     kept = trace[:, int(burn_in * num_iters):]
     chain_durations = kept.mean(axis=1).reshape(len(kappas), R)

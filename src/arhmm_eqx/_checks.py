@@ -20,6 +20,27 @@ def _is_traced(*arrays) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+def local_values(a) -> np.ndarray:
+    """`a` on the host for a value check: the whole array, or, for an array spread over several
+    processes, the values of this process's own pieces (flattened; each process checks its own)."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+        return np.concatenate([np.asarray(s.data).ravel() for s in a.addressable_shards])
+    return np.asarray(a)
+
+
+def _local_pairs(x, mask):
+    """`(x, mask)` values to check together: the whole arrays, or this process's pieces of both."""
+    spread = [isinstance(a, jax.Array) and not a.is_fully_addressable for a in (x, mask)]
+    if not any(spread):
+        return [(np.asarray(x), np.asarray(mask))]
+    where = lambda shard: tuple((i.start, i.stop) for i in shard.index[:2])  # slices are not hashable
+    rows = {where(s): np.asarray(s.data) for s in mask.addressable_shards} if all(spread) else {}
+    if not all(where(s) in rows for s in x.addressable_shards):
+        raise ValueError("`x` and `mask` spread over several processes must be split the same way; build both "
+                         "with `shard_sequences`.")
+    return [(np.asarray(s.data), rows[where(s)]) for s in x.addressable_shards]
+
+
 def check_int(name: str, value, *, minimum: int = 1, maximum: int | None = None, allow_none: bool = False):
     """`value` as a Python int, or `ValueError` naming `name`: an `int` or NumPy integer (not a
     bool) in `[minimum, maximum]`; None passes through when `allow_none`."""
@@ -36,7 +57,7 @@ def check_positive(name: str, value, fix: str = "") -> None:
     """Raise `ValueError` when a concrete hyperparameter is not strictly positive."""
     if _is_traced(value):
         return
-    arr = np.asarray(value)
+    arr = local_values(value)
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"`{name}` must be finite and > 0; got {arr.tolist()}. {fix}".rstrip())
 
@@ -77,13 +98,12 @@ def validate_data(x, mask, *, nlags: int, latent_dim: int | None = None) -> tupl
             "Build the hyperparameters with the dimension of your data."
         )
     if not _is_traced(x, mask):
-        m = np.asarray(mask)
-        if not np.all((m == 0) | (m == 1)):
+        pairs = _local_pairs(x, mask)
+        if not all(np.all((m == 0) | (m == 1)) for _, m in pairs):
             raise ValueError(_MASK_VALUES_MSG)
-        if not np.any(m[:, nlags:] > 0):
+        if len(pairs) == 1 and not np.any(pairs[0][1][:, nlags:] > 0):  # one process sees every sequence
             raise ValueError(_MASK_EMPTY_MSG)
-        xv = np.asarray(x)
-        if not np.all(np.isfinite(xv[m > 0])):
+        if not all(np.all(np.isfinite(xv[m > 0])) for xv, m in pairs):
             raise ValueError(_NAN_MSG)
     return x, mask
 
@@ -137,7 +157,7 @@ def check_integer_states(z, num_states: int, name: str = "z") -> None:
     """Raise when concrete states hold a value outside `0 .. num_states - 1`."""
     if _is_traced(z) or not hasattr(z, "shape"):
         return
-    zv = np.asarray(z)
+    zv = local_values(z)
     if zv.size and (zv.min() < 0 or zv.max() >= num_states):
         bad = int(zv.min()) if zv.min() < 0 else int(zv.max())
         raise ValueError(

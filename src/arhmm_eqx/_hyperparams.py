@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_int, check_positive
+from ._checks import check_int, check_positive, local_values
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
 
@@ -39,7 +39,7 @@ def check_hyperparam_values(hp: "Hyperparams", prefix: str = "") -> None:
     check_positive(f"{prefix}gamma", hp.gamma)
     check_positive(f"{prefix}kappa", hp.kappa, "Use a small positive value (e.g. 1e-6) for no stickiness.")
     D = hp.latent_dim
-    if not isinstance(hp.nu_0, jax.core.Tracer) and not np.all(np.asarray(hp.nu_0) > D - 1):
+    if not isinstance(hp.nu_0, jax.core.Tracer) and not np.all(local_values(hp.nu_0) > D - 1):
         got = np.asarray(hp.nu_0).tolist()
         raise ValueError(f"`{prefix}nu_0` must be > latent_dim - 1 = {D - 1}; got {got}.")
 

@@ -5,6 +5,10 @@ The same code runs on one CPU, on several GPUs of one host, and on many hosts af
 process), the batched models are placed with their chain axis on the mesh axis `"chains"`,
 and the data are replicated or split over sequences on the mesh axis `"sequences"`. `jit`
 then partitions the vmapped sweep itself (GSPMD); the library adds no collective by hand.
+
+With several processes, each process may load only the sequences its devices hold
+(`process_sequences`) and assemble the global `x`, `mask` with `shard_sequences`; arrays that
+are already global (spread over processes) are passed to `jit` as they are.
 """
 
 import equinox as eqx
@@ -91,11 +95,107 @@ def shard_chains(models, x, mask, mesh: Mesh):
     **Returns:** `(models, x, mask)` as sharded `jax.Array`s. On several hosts each process
     passes the same full arrays (every process loads the same data).
     """
-    if jax.process_count() > 1:  # from host values, the same in every process, to global arrays
-        models, x, mask = jax.device_get((models, x, mask))
-    models = jax.device_put(models, model_shardings(models, mesh))
     x_sharding, mask_sharding = data_shardings(mesh)
-    return models, jax.device_put(x, x_sharding), jax.device_put(mask, mask_sharding)
+    shardings = (model_shardings(models, mesh), x_sharding, mask_sharding)
+    return jtu.tree_map(_place, (models, x, mask), shardings)
+
+
+def _place(leaf, sharding: NamedSharding):
+    """One leaf on `sharding`. A global array (spread over processes) stays as it is: the `jit`
+    that takes it reshards it (`constrain`). With several processes, a local array holds the same
+    host values in every process and becomes a global array."""
+    if is_global(leaf):
+        return leaf
+    if jax.process_count() > 1:
+        leaf = jax.device_get(leaf)
+    return jax.device_put(leaf, sharding)
+
+
+def is_global(a) -> bool:
+    """Whether `a` is a `jax.Array` with pieces on other processes' devices."""
+    return isinstance(a, jax.Array) and not a.is_fully_addressable
+
+
+def process_sequences(mesh: Mesh, num_sequences: int) -> slice:
+    """The sequences (rows of `x`) that this process loads for `shard_sequences`.
+
+    On a mesh from `chain_mesh(num_sequence_shards=...)` each process's devices hold some of
+    the sequence shards; this is the slice of `range(num_sequences)` they cover. With one
+    process (or sequences not split over processes) it is every sequence.
+
+    **Arguments:**
+
+    - `mesh`: a mesh from `chain_mesh`.
+    - `num_sequences`: `N`, the number of sequences of the whole data set; a multiple of the
+      size of the mesh axis `"sequences"`.
+
+    **Returns:** a `slice` of the sequence axis, e.g. `slice(0, 4)` for the first process of
+    two over `N = 8` sequences.
+    """
+    num_sequences = check_int("num_sequences", num_sequences)
+    check_mesh(mesh, mesh.shape[CHAINS], num_sequences)
+    indices = NamedSharding(mesh, P(SEQUENCES)).addressable_devices_indices_map((num_sequences,))
+    blocks = sorted({s[0].indices(num_sequences)[:2] for s in indices.values()})
+    start, stop = blocks[0]
+    for a, b in blocks[1:]:
+        if a > stop:
+            raise ValueError(
+                f"this process's devices hold sequences {blocks}, which are not one contiguous range; build the "
+                "mesh with `chain_mesh(devices=...)` so that each process's devices are adjacent in it."
+            )
+        stop = max(stop, b)
+    return slice(start, stop)
+
+
+def shard_sequences(x_local, mask_local, mesh: Mesh, *, num_sequences: int):
+    """Global `x`, `mask`, split over the mesh axis `"sequences"`, from each process's own sequences.
+
+    Each process passes only the rows `process_sequences(mesh, num_sequences)` of the data
+    set, and no process ever holds the whole `x`. Call it in every process, then pass the
+    results to `init_chains` and `run_chains` with the same `mesh`.
+
+    **Arguments:**
+
+    - `x_local` `(n, T, D)`, `mask_local` `(n, T)`: this process's sequences (NumPy or JAX
+      arrays), `n = len(range(N)[process_sequences(mesh, N)])`.
+    - `mesh`: a mesh from `chain_mesh`.
+    - `num_sequences`: `N`, the number of sequences of the whole data set.
+
+    **Returns:** `(x, mask)`, `jax.Array`s of shapes `(N, T, D)` and `(N, T)` whose pieces lie
+    on the devices of every process.
+    """
+    rows = process_sequences(mesh, num_sequences)
+    n = rows.stop - rows.start
+    x_local, mask_local = np.asarray(x_local), np.asarray(mask_local)
+    if x_local.ndim != 3 or x_local.shape[0] != n:
+        raise ValueError(
+            f"`x_local` must hold this process's {n} sequences, sequences {rows.start} .. {rows.stop - 1} of "
+            f"N = {num_sequences} (`process_sequences(mesh, num_sequences)`), shape (n, T, D) = ({n}, T, D); "
+            f"got shape {x_local.shape}."
+        )
+    if mask_local.shape != x_local.shape[:2]:
+        raise ValueError(f"`mask_local` must have shape (n, T) = {x_local.shape[:2]} to match `x_local`; "
+                         f"got shape {mask_local.shape}.")
+    x_sharding, mask_sharding = data_shardings(mesh)
+    T, D = x_local.shape[1:]
+    x = jax.make_array_from_process_local_data(x_sharding, x_local, (num_sequences, T, D))
+    mask = jax.make_array_from_process_local_data(mask_sharding, mask_local, (num_sequences, T))
+    return x, mask
+
+
+def gather(tree):
+    """Every leaf of `tree` as a NumPy array holding its whole value, in every process
+    (`process_allgather`: every process must call it). Local arrays are fetched as they are."""
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jtu.tree_flatten(tree)
+    spread = [i for i, leaf in enumerate(leaves) if is_global(leaf)]
+    leaves = jax.device_get([None if i in spread else leaf for i, leaf in enumerate(leaves)])
+    if spread:  # one collective for all of them
+        whole = multihost_utils.process_allgather([jtu.tree_leaves(tree)[i] for i in spread], tiled=True)
+        for i, value in zip(spread, whole):
+            leaves[i] = np.asarray(value)
+    return jtu.tree_unflatten(treedef, leaves)
 
 
 def constrain(models, keys, x, mask, mesh: Mesh | None):
@@ -106,3 +206,12 @@ def constrain(models, keys, x, mask, mesh: Mesh | None):
     x_sharding, mask_sharding = data_shardings(mesh)
     return (wsc(models, model_shardings(models, mesh)), wsc(keys, keys_sharding(mesh)), wsc(x, x_sharding),
             wsc(mask, mask_sharding))
+
+
+def shard_one_chain(model, x, mask, mesh: Mesh):
+    """Place one model (no chain axis) and its data on `mesh`: `x`, `mask` and the states split
+    over the mesh axis `"sequences"`, everything else on every device. For `fit`."""
+    specs = eqx.tree_at(lambda m: m.states.z, jtu.tree_map(lambda _: P(), model), P(SEQUENCES))
+    shardings = jtu.tree_map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda v: isinstance(v, P))
+    x_sharding, mask_sharding = data_shardings(mesh)
+    return jtu.tree_map(_place, (model, x, mask), (shardings, x_sharding, mask_sharding))

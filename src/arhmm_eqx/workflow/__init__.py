@@ -26,6 +26,7 @@ _NAMES = {
         "EMLScores", "adjusted_rand_index", "effective_sample_size", "expected_marginal_likelihoods",
         "segmentation_agreement", "split_rhat", "variation_of_information",
     ),
+    "_distributed": ("init_distributed",),
     "_fit": ("FitResult", "fit", "resume"),
     "_plots": (
         "plot_durations", "plot_kappa_scan", "plot_state_raster", "plot_traces", "plot_transition_matrix",

@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--iters", type=_positive(int), default=100, help="Gibbs sweeps")
     for sp in (fit, res, demo):
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sp in (fit, res):
+        sp.add_argument("--distributed", action="store_true",
+                        help="one of several processes (jax.distributed): the cluster (SLURM, ...) is detected, or "
+                             "set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID; the sequences are "
+                             "split over every device and process 0 writes")
     for sp in (fit, res, app, demo):
         sp.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return p
@@ -170,24 +175,60 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     key_init, key_fit = _chain_keys(o["seed"])
     model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init)
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
-    folder.open(names)
+    leader = _barrier("checked")  # every process has checked the folder before process 0 writes to it
+    if leader:
+        folder.open(names)
     try:
-        check_folder()  # again, under the lock
-        if standardizer is not None:
-            buffer = io.BytesIO()
-            np.savez(buffer, **standardizer)
-            atomic_write(out / "standardizer.npz", buffer.getvalue())
-        _write_run(out, run)
-        print(f"{len(dataset.names)} recordings, {dataset.num_valid} frames with a state, D = {dataset.latent_dim}; "
-              f"fitting {o['iters']} sweeps, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
+        if leader:
+            check_folder()  # again, under the lock
+            if standardizer is not None:
+                buffer = io.BytesIO()
+                np.savez(buffer, **standardizer)
+                atomic_write(out / "standardizer.npz", buffer.getvalue())
+            _write_run(out, run)
+            print(f"{len(dataset.names)} recordings, {dataset.num_valid} frames with a state, D = "
+                  f"{dataset.latent_dim}; fitting {o['iters']} sweeps, checkpoints in {out / 'checkpoints'}",
+                  file=sys.stderr)
         with _quiet_nonfinite():
             result = fit(model, dataset.x, dataset.mask, key=key_fit, num_iters=o["iters"],
                          checkpoint_dir=out / "checkpoints", save_every=o["save_every"], progress=progress,
-                         sequence_chunk=o["sequence_chunk"], metadata={"run": _chain_identity(run)})
-        return _finish(out, result, dataset, _chain_keys(o["seed"])[1])
+                         sequence_chunk=o["sequence_chunk"], metadata={"run": _chain_identity(run)},
+                         mesh=_process_mesh(dataset.x.shape[0]))
+        return _finish(out, result, dataset, _chain_keys(o["seed"])[1]) if leader else _follower_exit(result)
     finally:
-        if folder.kind == "fit":
+        if leader and folder.kind == "fit":
             folder.close()
+
+
+def _barrier(name: str) -> bool:
+    """With several processes (`--distributed`), wait for all of them; returns whether this is
+    process 0, the one that writes."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"arhmm-eqx: {name}")
+    return jax.process_index() == 0
+
+
+def _process_mesh(num_sequences: int):
+    """With several processes, a mesh over every device that splits the sequences as evenly as
+    they divide (the rest of the devices repeat the chain); None with one process."""
+    import math
+
+    import jax
+
+    from .._sharding import chain_mesh
+
+    if jax.process_count() == 1:
+        return None
+    return chain_mesh(math.gcd(num_sequences, jax.device_count()))
+
+
+def _follower_exit(result) -> int:
+    """The exit code of a process other than 0 (which reports and writes the results)."""
+    return {"completed": 0, "interrupted": _EXIT_INTERRUPTED}.get(result.stopped_reason, _EXIT_ERROR)
 
 
 def _chain_identity(run: dict) -> dict:
@@ -242,25 +283,31 @@ def resume_job(out, iters: int | None, *, progress: bool = True) -> int:
                          f"again with `arhmm-eqx fit {run['data']} --out {out}` and the same options.")
     model, meta = load_checkpoint(out / "checkpoints")
     _check_same_chain(meta, run, out)
-    folder.open(names)
+    leader = _barrier("checked")  # every process has read the same checkpoint before process 0 writes
+    if leader:
+        folder.open(names)
     try:
-        if iters is not None and iters != run["iters"]:
+        if leader and iters is not None and iters != run["iters"]:
             run["iters"] = iters
             _write_run(out, run)
         done = meta["iteration"]
         if target <= done:
-            print(f"the chain is at sweep {done} ({Path(meta['path']).name}); writing its results", file=sys.stderr)
+            if leader:
+                print(f"the chain is at sweep {done} ({Path(meta['path']).name}); writing its results",
+                      file=sys.stderr)
             result = FitResult(model, meta["infos"], done, "completed", done - int(meta["infos"].ok.shape[0]),
                                Path(meta["path"]))
         else:
-            print(f"resuming from {Path(meta['path']).name} (sweep {done}) to sweep {target}", file=sys.stderr)
+            if leader:
+                print(f"resuming from {Path(meta['path']).name} (sweep {done}) to sweep {target}", file=sys.stderr)
             with _quiet_nonfinite():
                 result = resume(meta["path"], dataset.x, dataset.mask, num_iters=target - done,
                                 save_every=run["save_every"], progress=progress,
-                                sequence_chunk=run["sequence_chunk"])
-        return _finish(out, result, dataset, _chain_keys(run["seed"])[1])
+                                sequence_chunk=run["sequence_chunk"], mesh=_process_mesh(dataset.x.shape[0]))
+        return _finish(out, result, dataset, _chain_keys(run["seed"])[1]) if leader else _follower_exit(result)
     finally:
-        folder.close()
+        if leader:
+            folder.close()
 
 
 @contextlib.contextmanager
@@ -491,6 +538,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)
     try:
+        if getattr(args, "distributed", False):
+            from ._distributed import init_distributed
+
+            init_distributed()
         if args.command == "fit":
             options = {k: getattr(args, k) for k in ("num_states", "nlags", "kappa", "alpha", "gamma", "s0_scale",
                                                      "k0_scale", "iters", "save_every", "seed", "segment_length",
@@ -510,9 +561,23 @@ def main(argv=None) -> int:
         print("arhmm-eqx: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
     except Exception as e:  # a bug: still one line (the promise of the README), naming the exception
+        if getattr(args, "distributed", False) and type(e).__name__ == "JaxRuntimeError":
+            _lost_process(e, args)
         message = f"{type(e).__name__}: {e}".replace("\n", " ")
         print(f"arhmm-eqx: error: unexpected {message} (please report this)", file=sys.stderr)
         return _EXIT_ERROR
+
+
+def _lost_process(error: Exception, args) -> None:
+    """A collective between the processes failed: another process stopped. Say so in one line and
+    leave at once; JAX's orderly shutdown would wait for the lost process, then abort."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    out = args.out
+    print(f"arhmm-eqx: error: another process of this --distributed run stopped ({first[:300]}). Continue from "
+          f"the last checkpoint with `arhmm-eqx resume {out} --distributed` on every process.", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_ERROR)
 
 
 def _exit(code: int) -> None:

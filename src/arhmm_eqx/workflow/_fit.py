@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -17,6 +18,7 @@ from .._custom_types import DataArray, MaskArray, PRNGKeyArray
 from .._gibbs import GibbsInfo, SweepOptions
 from .._model import ARHMM, check_states_fit_data
 from .._run import scan_chain_compiled
+from .._sharding import check_mesh, gather, shard_one_chain
 from . import _compiler_memory  # noqa: F401  (the fit loop installs the compile listener)
 from ._checkpoint import (
     CheckpointError,
@@ -144,6 +146,7 @@ def fit(
     parallel: bool = False,
     metadata: dict | None = None,
     compile_cache: bool | str | os.PathLike = True,
+    mesh=None,
 ) -> FitResult:
     """Run `num_iters` Gibbs sweeps for long fits: the same chain as `run_chain(key, model, x,
     mask, num_iters, start_iter=start_iter)`, bit for bit, run in chunks of compiled sweeps.
@@ -168,17 +171,24 @@ def fit(
       command-line call) with the same shapes compiles nothing: True uses the folder of
       `ARHMM_EQX_COMPILE_CACHE` or `~/.cache/arhmm_eqx/jax` (see `use_compilation_cache`), a
       path uses that folder, False leaves JAX's configuration alone. Process-wide.
+    - `mesh`: a mesh from `chain_mesh(num_sequence_shards=...)` to split the sequences of the
+      chain over its devices (`x`, `mask` may then be global arrays from `shard_sequences`);
+      None runs on the default device.
+
+    With several processes (`jax.distributed.initialize`, `init_distributed`), every process
+    calls `fit` with the same arguments; only process 0 writes checkpoints, and every process
+    returns the same `FitResult` (its model on the process's own default device).
 
     **Returns:** a `FitResult`.
     """
     return _fit(model, x, mask, key=key, num_iters=num_iters, start_iter=start_iter, checkpoint_dir=checkpoint_dir,
                 save_every=save_every, progress=progress, chunk_size=chunk_size, states_only=states_only,
                 sequence_chunk=sequence_chunk, parallel=parallel, metadata=metadata, history=None,
-                compile_cache=compile_cache)
+                compile_cache=compile_cache, mesh=mesh)
 
 
 def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_every, progress, chunk_size,
-         states_only, sequence_chunk, parallel, metadata, history, compile_cache=True) -> FitResult:
+         states_only, sequence_chunk, parallel, metadata, history, compile_cache=True, mesh=None) -> FitResult:
     from tqdm import tqdm
 
     _check_count("num_iters", num_iters, 1, allow_none=False)
@@ -200,6 +210,11 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
         use_compilation_cache(None if compile_cache is True else compile_cache)
     dtype = model.params.Ab.dtype
     x, mask = x.astype(dtype), mask.astype(dtype)
+    if mesh is not None:
+        check_mesh(mesh, mesh.shape["chains"], x.shape[0])
+        model, x, mask = shard_one_chain(model, x, mask, mesh)
+    many = jax.process_count() > 1  # every process runs this loop; process 0 writes
+    fetch = gather if many else (lambda tree: tree)
     chunk = _chunk_length(chunk_size, save_every, num_iters)
     first = start_iter - (0 if history is None else int(history.ok.shape[0]))
     trace = empty_trace(dtype) if history is None else _take(history, int(history.ok.shape[0]))
@@ -210,17 +225,27 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
 
     def save(m, it, tr):
         nonlocal last_ckpt
-        if checkpoint_dir is not None:
+        if checkpoint_dir is None:
+            return
+        m = _on_host(m) if many else m  # a collective: every process takes part
+        if jax.process_index() == 0:
             last_ckpt = save_checkpoint(checkpoint_dir, m, iteration=it, key=key, infos=tr, metadata=metadata,
                                         sweep_options=options)
+        else:
+            last_ckpt = Path(checkpoint_dir) / f"{checkpoint_name(it)}.json"
+        _barrier(many, f"checkpoint {it}")  # written before any process goes on
 
+    first_saved = False
     if checkpoint_dir is not None:
         _check_checkpoint_dir(Path(checkpoint_dir), key, start_iter)
-    bar = tqdm(total=stop, initial=start_iter, disable=not progress, unit="sweep", dynamic_ncols=True)
+        first_saved = (Path(checkpoint_dir) / f"{checkpoint_name(start_iter)}.json").exists()
+    _barrier(many, "checked")  # every process has looked at the folder before process 0 writes to it
+    bar = tqdm(total=stop, initial=start_iter, disable=not progress or jax.process_index() != 0, unit="sweep",
+               dynamic_ncols=True)
     stack = contextlib.ExitStack()
     try:
         interrupted = stack.enter_context(_interrupt_flag())
-        if checkpoint_dir is not None and not (Path(checkpoint_dir) / f"{checkpoint_name(start_iter)}.json").exists():
+        if checkpoint_dir is not None and not first_saved:
             save(model, start_iter, trace)
         while iteration < stop:
             n = min(chunk, stop - iteration)
@@ -228,6 +253,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
                 n = min(n, save_every - iteration % save_every)
             start = jnp.asarray(iteration, jnp.int32)
             new, infos = scan_chain_compiled(key, model, x, mask, start, n, sweep_options)
+            infos = fetch(infos)
             ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
             if interrupted["set"]:  # the KeyboardInterrupt was swallowed by a callback
                 raise KeyboardInterrupt
@@ -254,7 +280,21 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
         stack.close()
         bar.close()
     save(model, iteration, trace)
+    if many:
+        model = _on_host(model)
     return FitResult(model, jtu.tree_map(jnp.asarray, trace), iteration, reason, first, last_ckpt)
+
+
+def _on_host(model: ARHMM) -> ARHMM:
+    """The whole model on this process's default device (a collective over processes)."""
+    return jtu.tree_map(jnp.asarray, gather(model))
+
+
+def _barrier(many: bool, name: str) -> None:
+    if many:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"arhmm_eqx fit: {name}")
 
 
 def resume(
@@ -272,6 +312,7 @@ def resume(
     parallel: bool | None = None,
     metadata: dict | None = None,
     compile_cache: bool | str | os.PathLike = True,
+    mesh=None,
 ) -> FitResult:
     """Continue a chain from a checkpoint: `num_iters` more sweeps with the saved key, from the
     saved iteration, so that fit-then-resume is the uninterrupted chain bit for bit.
@@ -285,7 +326,8 @@ def resume(
     - The other arguments as in `fit`. `metadata`, `states_only`, `sequence_chunk` and
       `parallel` default to the checkpoint's (what `fit` ran with; `sequence_chunk="saved"`,
       since `None` means no chunks), which continues the chain exactly; pass them to change
-      them (the last two change floats only by rounding).
+      them (the last two change floats only by rounding). `mesh` as in `fit`: with several
+      processes, every process resumes from the same checkpoint file.
 
     **Returns:** a `FitResult` whose `infos` start with the trace saved in the checkpoint.
     """
@@ -306,4 +348,4 @@ def resume(
     return _fit(model, x, mask, key=meta["key"], num_iters=num_iters, start_iter=meta["iteration"],
                 checkpoint_dir=checkpoint_dir, save_every=save_every, progress=progress, chunk_size=chunk_size,
                 states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel, compile_cache=compile_cache,
-                metadata=meta["user"] if metadata is None else metadata, history=meta["infos"])
+                metadata=meta["user"] if metadata is None else metadata, history=meta["infos"], mesh=mesh)
