@@ -63,7 +63,8 @@ def test_blocks_run_in_model_md_order_with_named_subkeys(problem):
 def test_states_only_keeps_parameters_and_the_state_step_randomness(problem):
     model, x, mask = problem
     key = jr.key(8)
-    params, states, _ = _sweep(key, model.hyperparams, model.params, model.states, x, mask, SweepOptions(states_only=True))
+    options = SweepOptions(states_only=True)
+    params, states, _ = _sweep(key, model.hyperparams, model.params, model.states, x, mask, options)
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(model.params)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     # the states come from the same subkey as in a full sweep (the key is split the same way)
