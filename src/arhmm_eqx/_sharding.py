@@ -188,11 +188,11 @@ def gather(tree):
     (`process_allgather`: every process must call it). Local arrays are fetched as they are."""
     from jax.experimental import multihost_utils
 
-    leaves, treedef = jtu.tree_flatten(tree)
-    spread = [i for i, leaf in enumerate(leaves) if is_global(leaf)]
-    leaves = jax.device_get([None if i in spread else leaf for i, leaf in enumerate(leaves)])
+    given, treedef = jtu.tree_flatten(tree)
+    spread = [i for i, leaf in enumerate(given) if is_global(leaf)]
+    leaves = jax.device_get([None if i in spread else leaf for i, leaf in enumerate(given)])
     if spread:  # one collective for all of them
-        whole = multihost_utils.process_allgather([jtu.tree_leaves(tree)[i] for i in spread], tiled=True)
+        whole = multihost_utils.process_allgather([given[i] for i in spread], tiled=True)
         for i, value in zip(spread, whole):
             leaves[i] = np.asarray(value)
     return jtu.tree_unflatten(treedef, leaves)
