@@ -1,15 +1,17 @@
 """One process of a multi-process run, started by `test_multiprocess.py` (not a test file).
 
 `python multiprocess_worker.py TASK PROCESS_ID NUM_PROCESSES PORT DATA OUT EXTRA` joins the run
-through `init_distributed` (`jax.distributed.initialize`; 2 CPU devices per process, gloo
-collectives), does TASK and writes what it saw to the `.npz` OUT. DATA is an `.npz` with this
-process's own sequences only (`x`, `mask`, `rows`, `num_sequences`). EXTRA is, for `library`,
-an `.npz` with every sequence (for the layouts that replicate the data on every device) and,
-for `fit` and `resume`, the checkpoint folder.
+through `init_distributed` (`jax.distributed.initialize`; 2 CPU devices per process unless
+`ARHMM_EQX_TEST_DEVICES` says otherwise, gloo collectives), does TASK and writes what it saw
+to the `.npz` OUT. DATA is an `.npz` with this process's own sequences only (`x`, `mask`,
+`rows`, `num_sequences`). EXTRA is, for `library` and `chains`, an `.npz` with every sequence
+(for the layouts that replicate the data on every device) and, for `fit` and `resume`, the
+checkpoint folder.
 
 Tasks: `library` (chains over processes; sequences over processes from process-local rows;
-a kappa grid), `fit` (a fit with checkpoints, process 1 killed after the first one when
-`ARHMM_EQX_TEST_KILL=1`), `resume` (resume that fit, and the same fit without a stop).
+a kappa grid), `chains` (only the first of those), `fit` (a fit with checkpoints, process 1
+killed after the first one when `ARHMM_EQX_TEST_KILL=1`), `resume` (resume that fit, and the
+same fit without a stop).
 """
 
 import os
@@ -18,7 +20,7 @@ import sys
 
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + os.environ.get("ARHMM_EQX_TEST_DEVICES", "2")
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax
@@ -90,6 +92,18 @@ def library(data) -> dict:
     return out
 
 
+def chains() -> dict:
+    with np.load(EXTRA) as f:
+        x, mask = f["x"], f["mask"]
+    models = ae.init_chains(HP, x, mask, key=jr.key(1), num_chains=C)
+    res, info = ae.run_chains(jr.key(2), models, x, mask, ITERS, mesh=ae.chain_mesh())
+    from arhmm_eqx._sharding import gather
+
+    spread = not res.states.z.is_fully_addressable
+    return {"devices": np.asarray(len(jax.devices())), "chains_spread": np.asarray(spread)} | flat(
+        "chains", gather((res, info)))
+
+
 def fit_task(data, resume_it: bool) -> dict:
     N = int(data["num_sequences"])
     mesh = ae.chain_mesh(num_sequence_shards=len(jax.devices()))
@@ -113,6 +127,8 @@ def main() -> None:
         data = dict(f)
     if TASK == "library":
         out = library(data)
+    elif TASK == "chains":
+        out = chains()
     else:
         out = fit_task(data, resume_it=TASK == "resume")
     out["process_index"] = np.asarray(jax.process_index())

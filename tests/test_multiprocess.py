@@ -1,7 +1,8 @@
 """Several processes joined by `jax.distributed` equal one process.
 
 Each test starts 2 local CPU processes (`multiprocess_worker.py`), each with 2 host devices and
-gloo collectives, which run one program over the 4 devices; each process writes what it saw to
+gloo collectives, which run one program over the 4 devices (one test starts 4 processes of one
+device each); each process writes what it saw to
 an `.npz` that the test compares with the same run in this (single) process. Every wait is
 bounded (joining, barriers, `subprocess` timeouts), so a broken run fails in seconds.
 """
@@ -164,9 +165,20 @@ def test_kappa_grid_over_processes_equals_one_process(library_run):
         _assert_matches(_leaves(r, "kappa"), (scan.models, scan.infos))
 
 
+def test_four_processes_chains_equal_one_process(library_run, tmp_path):
+    """4 processes of 1 device each: the 4 chains, one per process, equal the single-process run."""
+    _, reference, _ = library_run
+    x, mask = _data()
+    np.savez(tmp_path / "shared.npz", x=x, mask=mask)
+    procs = _start("chains", tmp_path, str(tmp_path / "shared.npz"), {"ARHMM_EQX_TEST_DEVICES": "1"},
+                   num_processes=4)
+    results = _wait(procs, "chains", tmp_path)
+    for r in results:
+        assert int(r["devices"]) == 4 and bool(r["chains_spread"])
+        _assert_matches(_leaves(r, "chains"), reference)
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ARHMM_EQX_TEST_ALL_PROCESSES"),
-                    reason="two more 2-process fits; set ARHMM_EQX_TEST_ALL_PROCESSES=1 to run")
 def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
     """Process 1 is killed (SIGKILL) after the checkpoint of sweep 2: process 0 stops with an error
     within seconds (heartbeat timeout 5 s) instead of hanging. Both processes then resume from that
