@@ -10,8 +10,8 @@ checkpoint folder.
 
 Tasks: `library` (chains over processes; sequences over processes from process-local rows;
 a kappa grid), `chains` (only the first of those), `fit` (a fit with checkpoints, process 1
-killed after the first one when `ARHMM_EQX_TEST_KILL=1`), `resume` (resume that fit, and the
-same fit without a stop).
+killed after the first one when `ARHMM_EQX_TEST_KILL=1`, or interrupted by Ctrl-C on process 1 when
+`ARHMM_EQX_TEST_SIGINT=1`), `resume` (resume that fit, and the same fit without a stop).
 """
 
 import os
@@ -104,6 +104,28 @@ def chains() -> dict:
         "chains", gather((res, info)))
 
 
+def interrupted_fit(model, xs, ms, options) -> dict:
+    """A long fit in which process 1 alone gets Ctrl-C (SIGINT) once the checkpoint of sweep 2 exists."""
+    import threading
+    import time
+
+    first = os.path.join(EXTRA, "ckpt_000002.json")
+
+    def interrupt():
+        while not os.path.exists(first):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    if PID == 1:
+        threading.Thread(target=interrupt, daemon=True).start()
+    result = fit(model, xs, ms, key=jr.key(5), num_iters=2000, checkpoint_dir=EXTRA, **options)
+    from arhmm_eqx.workflow import load_checkpoint
+
+    saved, meta = load_checkpoint(os.path.join(EXTRA, f"ckpt_{result.iteration:06d}.json"))
+    return {"iteration": np.asarray(result.iteration), "reason": np.asarray(result.stopped_reason),
+            "saved_iteration": np.asarray(meta["iteration"])} | flat("model", result.model) | flat("saved", saved)
+
+
 def fit_task(data, resume_it: bool) -> dict:
     N = int(data["num_sequences"])
     mesh = ae.chain_mesh(num_sequence_shards=len(jax.devices()))
@@ -111,6 +133,8 @@ def fit_task(data, resume_it: bool) -> dict:
     model = ae.ARHMM.from_prior(HP, xs, ms, key=jr.key(4))
     options = dict(save_every=2, progress=False, compile_cache=False, mesh=mesh)
     if not resume_it:
+        if os.environ.get("ARHMM_EQX_TEST_SIGINT") == "1":
+            return interrupted_fit(model, xs, ms, options)
         if PID == 1 and os.environ.get("ARHMM_EQX_TEST_KILL") == "1":
             fit(model, xs, ms, key=jr.key(5), num_iters=2, checkpoint_dir=EXTRA, **options)
             os.kill(os.getpid(), signal.SIGKILL)  # dies after the checkpoint of sweep 2

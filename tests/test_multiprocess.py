@@ -178,6 +178,20 @@ def test_four_processes_chains_equal_one_process(library_run, tmp_path):
         _assert_matches(_leaves(r, "chains"), reference)
 
 
+def test_ctrl_c_on_one_process_stops_all_after_the_same_sweep(tmp_path):
+    """Ctrl-C (SIGINT) reaches process 1 only: both processes stop after the same chunk, report
+    `"interrupted"`, and the checkpoint of that sweep holds the model they return."""
+    folder = str(tmp_path / "checkpoints")
+    results = _wait(_start("fit", tmp_path, folder, {"ARHMM_EQX_TEST_SIGINT": "1"}), "fit", tmp_path)
+    iterations = [int(r["iteration"]) for r in results]
+    print(f"both processes stopped after sweep {iterations[0]} of 2000")
+    assert iterations[0] == iterations[1] and 2 <= iterations[0] < 2000, iterations
+    for r in results:
+        assert str(r["reason"]) == "interrupted" and int(r["saved_iteration"]) == iterations[0]
+        _assert_matches(_leaves(r, "saved"), _leaves(r, "model"), floats_exact=True)
+    _assert_matches(_leaves(results[1], "model"), _leaves(results[0], "model"), floats_exact=True)
+
+
 @pytest.mark.slow
 def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
     """Process 1 is killed (SIGKILL) after the checkpoint of sweep 2: process 0 stops with an error

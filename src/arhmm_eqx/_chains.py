@@ -14,7 +14,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from . import _model
-from ._checks import check_data, check_int, check_key, check_positive, validate_data
+from ._checks import check_data, check_int, check_key, check_positive, validate_data, values_checked
 from ._custom_types import DataArray, MaskArray, PRNGKeyArray
 from ._gibbs import GibbsInfo, SweepOptions
 from ._hyperparams import Hyperparams
@@ -75,9 +75,9 @@ def hyperparams_grid(hyperparams: Hyperparams, **values) -> Hyperparams:
 
 
 @eqx.filter_jit
-def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool):
+def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool, checked: bool):
     keys = jr.split(key, num_chains)
-    init = lambda hp, k: _model.draw_from_prior(hp, x, mask, k)
+    init = lambda hp, k: _model.draw_from_prior(hp, x, mask, k, checked=checked)
     return eqx.filter_vmap(init, in_axes=(0 if batched else None, 0))(hyperparams, keys)
 
 
@@ -112,15 +112,17 @@ def init_chains(
     C = check_int("num_chains", C)
     check_key(key)
     x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)  # on the host
-    return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None)
+    checked = values_checked(x, mask)
+    return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None, checked)
 
 
 @eqx.filter_jit
-def _run_chains(key, models, x, mask, start, num_iters: int, options: SweepOptions, thin, mesh, chain_batch_size):
+def _run_chains(key, models, x, mask, start, num_iters: int, options: SweepOptions, thin, mesh, chain_batch_size,
+                checked: bool):
     C = chain_count(models)
     keys = jr.split(key, C)
     hp, dtype = models.hyperparams, models.params.Ab.dtype
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim, values_checked=checked)
     x, mask = x.astype(dtype), mask.astype(dtype)
     models, keys, x, mask = constrain(models, keys, x, mask, mesh)
     run = lambda k, m: scan_sweeps(k, m, x, mask, start, num_iters, options, thin)
@@ -214,7 +216,8 @@ def run_chains(
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
-    return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size)
+    return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size,
+                       values_checked(x, mask))
 
 
 class KappaScan(eqx.Module):

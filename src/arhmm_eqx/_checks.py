@@ -108,8 +108,15 @@ def validate_data(x, mask, *, nlags: int, latent_dim: int | None = None) -> tupl
     return x, mask
 
 
+def values_checked(x, mask) -> bool:
+    """True when `validate_data` has checked the values of `x` and `mask` (they are concrete):
+    the compiled code that follows then needs no `eqx.error_if` for them (`check_data`'s
+    `values_checked`)."""
+    return not _is_traced(x, mask)
+
+
 def check_data(
-    x, mask, *, nlags: int, latent_dim: int | None = None
+    x, mask, *, nlags: int, latent_dim: int | None = None, values_checked: bool = False
 ) -> tuple[Float[Array, "N T D"], Float[Array, "N T"]]:
     """Validate `x` and `mask` and return them ready for the kernels.
 
@@ -118,7 +125,9 @@ def check_data(
     valid frames, mask values, at least one valid frame) raise `ValueError` at once on
     concrete arrays and go through `eqx.error_if` on traced ones. Outside `jit` this runs
     JAX operations one by one; entry points call `validate_data` there and this inside
-    their `jit`.
+    their `jit`, with `values_checked=True` when the host has checked the values: the program
+    then has no `eqx.error_if` (whose host callback would pin `x` to one device, so that a
+    program over sequences split across devices or processes would gather the whole `x`).
 
     **Returns:** `x` with every masked frame set to 0 except the finite ones that are lags
     of a valid frame (among the `nlags` frames before it), which the model conditions on;
@@ -129,7 +138,7 @@ def check_data(
     if mask.dtype == bool:
         mask = mask.astype(x.dtype)  # a boolean mask is a valid mask; compare it as numbers
     valid = mask > 0
-    if _is_traced(x, mask):
+    if _is_traced(x, mask) and not values_checked:
         x = eqx.error_if(x, jnp.any(valid[..., None] & ~jnp.isfinite(x)), _NAN_MSG)
         mask = eqx.error_if(mask, jnp.any((mask != 0) & (mask != 1)), _MASK_VALUES_MSG)
         mask = eqx.error_if(mask, ~jnp.any(mask[:, nlags:] > 0), _MASK_EMPTY_MSG)

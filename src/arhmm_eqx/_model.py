@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from . import _log_posterior, _log_prob
-from ._checks import check_data, check_data_at_entry, check_integer_states, check_key, clean_data, validate_data
+from ._checks import (
+    check_data,
+    check_data_at_entry,
+    check_integer_states,
+    check_key,
+    clean_data,
+    validate_data,
+    values_checked,
+)
 from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
@@ -69,7 +77,7 @@ class ARHMM(eqx.Module):
         """Draw parameters from the prior, then states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return draw_from_prior(hyperparams, x, mask, key)
+        return draw_from_prior(hyperparams, x, mask, key, checked=values_checked(x, mask))
 
     @classmethod
     def from_params(
@@ -78,7 +86,7 @@ class ARHMM(eqx.Module):
         """Keep `params` and draw the states from their conditional given `x`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return draw_given_params(hyperparams, params, x, mask, key)
+        return draw_given_params(hyperparams, params, x, mask, key, checked=values_checked(x, mask))
 
     def _data(self, x, mask, *, uses_states: bool = False):
         """Host-side checks of the model and the data (no JAX operation); the methods' compiled
@@ -231,17 +239,18 @@ def sweep_compiled(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptio
 
 
 @eqx.filter_jit
-def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key) -> ARHMM:
-    x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
+def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key, *, checked: bool = False) -> ARHMM:
+    x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim, values_checked=checked)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
     z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
     return ARHMM(hyperparams, params, States(z=z))
 
 
 @eqx.filter_jit
-def draw_from_prior(hyperparams: Hyperparams, x, mask, key) -> ARHMM:
+def draw_from_prior(hyperparams: Hyperparams, x, mask, key, *, checked: bool = False) -> ARHMM:
+    """`checked`: the host has checked the values of `x` and `mask` (`values_checked`)."""
     hp = hyperparams
-    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
+    x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim, values_checked=checked)
     key_params, key_states = jr.split(key)
     Ab, Q, betas, pi = init_params(
         key_params, alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0,

@@ -70,11 +70,15 @@ def _take(infos: GibbsInfo, n: int) -> GibbsInfo:
 
 
 @contextlib.contextmanager
-def _interrupt_flag():
+def _interrupt_flag(defer: bool = False):
     """Record Ctrl-C as well as raising `KeyboardInterrupt`: JAX runs callbacks (its garbage
     collection hook) in which a `KeyboardInterrupt` is printed and ignored, and the loop then
     still stops at the end of the chunk. Only in the main thread, and only when SIGINT has
-    Python's default handler."""
+    Python's default handler.
+
+    With `defer` (several processes) the first Ctrl-C only sets the flag: the processes agree
+    after each chunk whether any of them was interrupted and then stop together, at the same
+    sweep, so that their checkpoint is one state of the chain. A second Ctrl-C raises at once."""
     flag = {"set": False}
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
@@ -82,8 +86,10 @@ def _interrupt_flag():
         return
 
     def handler(signum, frame):
+        again = flag["set"]
         flag["set"] = True
-        raise KeyboardInterrupt
+        if not defer or again:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -155,6 +161,7 @@ def fit(
     checkpoints, and checks `GibbsInfo.ok`: after a sweep with non-finite values it stops with
     a `RuntimeWarning` and returns (and checkpoints) the model of the last good sweep. Ctrl-C
     (`KeyboardInterrupt`) stops it cleanly: the last completed chunk is returned and checkpointed.
+    With several processes, Ctrl-C on any of them stops all of them after the same chunk.
 
     **Arguments:**
 
@@ -244,7 +251,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
                dynamic_ncols=True)
     stack = contextlib.ExitStack()
     try:
-        interrupted = stack.enter_context(_interrupt_flag())
+        interrupted = stack.enter_context(_interrupt_flag(defer=many))
         if checkpoint_dir is not None and not first_saved:
             save(model, start_iter, trace)
         while iteration < stop:
@@ -255,7 +262,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
             new, infos = scan_chain_compiled(key, model, x, mask, start, n, sweep_options)
             infos = fetch(infos)
             ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
-            if interrupted["set"]:  # the KeyboardInterrupt was swallowed by a callback
+            if interrupted["set"] and not many:  # the KeyboardInterrupt was swallowed by a callback
                 raise KeyboardInterrupt
             if not ok.all():
                 bad = int(np.argmin(ok))
@@ -272,6 +279,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
             bar.set_postfix(log_joint_x=f"{float(infos.log_joint_x[-1]):.6g}",
                             states=int(infos.num_states_used[-1]), refresh=False)
             bar.update(n)
+            if many and _any_process(interrupted["set"]):  # every process stops after this same chunk
+                raise KeyboardInterrupt
             if save_every is not None and iteration % save_every == 0 and iteration < stop:
                 save(model, iteration, trace)
     except KeyboardInterrupt:
@@ -288,6 +297,13 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
 def _on_host(model: ARHMM) -> ARHMM:
     """The whole model on this process's default device (a collective over processes)."""
     return jtu.tree_map(jnp.asarray, gather(model))
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (a collective: every process takes part)."""
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 def _barrier(many: bool, name: str) -> None:
