@@ -196,7 +196,8 @@ def test_ctrl_c_on_one_process_stops_all_after_the_same_sweep(tmp_path):
 def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
     """Process 1 is killed (SIGKILL) after the checkpoint of sweep 2: process 0 stops with an error
     within seconds (heartbeat timeout 5 s) instead of hanging. Both processes then resume from that
-    checkpoint, which equals, bit for bit, the same 2-process fit run without a stop."""
+    checkpoint, which equals, bit for bit, the same 2-process fit run without a stop; that fit
+    equals the same fit in one process."""
     folder = str(tmp_path / "checkpoints")
     procs = _start("fit", tmp_path, folder, {"ARHMM_EQX_TEST_KILL": "1"})
     start = time.monotonic()
@@ -225,6 +226,13 @@ def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
         assert int(r["iteration"]) == 6
         _assert_matches(_leaves(r, "resumed"), [np.asarray(v) for v in _leaves(r, "straight")], floats_exact=True)
     _assert_matches(_leaves(results[1], "resumed"), _leaves(results[0], "resumed"), floats_exact=True)
+    # and the 2-process fit equals the same fit in one process (states exactly, floats to rounding)
+    from arhmm_eqx.workflow import fit
+
+    x, mask = _data()
+    one = fit(ae.ARHMM.from_prior(HP, x, mask, key=jr.key(4)), x, mask, key=jr.key(5), num_iters=6, progress=False,
+              compile_cache=False)
+    _assert_matches(_leaves(results[0], "straight"), (one.model, one.infos))
 
 
 @pytest.mark.slow
