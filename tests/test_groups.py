@@ -1,0 +1,371 @@
+"""Per-group transition matrices (`Hyperparams.num_groups`): exact conditionals and the model around them.
+
+Geweke joint-distribution tests (see `geweke_utils`) of the per-group transition block and of
+the whole sweep with groups on, each with a planted wrong conditional that must be caught;
+one group equals the model without groups; recovery of per-group transition matrices.
+Run with `pytest -s` to see the z-scores.
+"""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from geweke_utils import (
+    Z_MAX,
+    ar_functions,
+    data_functions,
+    geweke_zscores,
+    marginal_conditional,
+    print_zscores,
+    simulate_x,
+    simulate_z,
+    successive_conditional,
+    trailing_mask,
+)
+
+import arhmm_eqx as ae
+import arhmm_eqx._gibbs as gibbs_module
+import arhmm_eqx._group_transitions as group_module
+from arhmm_eqx._ar import init_ar_params
+from arhmm_eqx._hyperparams import Hyperparams, default_M_0
+from arhmm_eqx._log_prob import log_joint_likelihood
+from arhmm_eqx._params import Params
+from arhmm_eqx._states import States
+from arhmm_eqx._transitions import transition_weights
+
+
+f64 = jnp.float64
+NUM_MC = 5_000
+NUM_SC = 5_000
+NUM_SC_TEETH = 3_000
+MIN_ESS = 100
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _hyperparams(K, D, L, G, *, alpha=2.0, gamma=2.0, kappa=2.0):
+    # As in test_geweke: a prior under which the successive-conditional chain mixes.
+    nu_0 = float(D + 4)
+    return Hyperparams(
+        num_states=K, latent_dim=D, nlags=L, alpha=alpha, gamma=gamma, kappa=kappa, nu_0=nu_0,
+        S_0=(nu_0 - D - 1.0) * jnp.eye(D, dtype=f64), M_0=0.5 * jnp.asarray(default_M_0(D, L), f64),
+        K_0=0.1 * jnp.eye(D * L + 1, dtype=f64), num_groups=G,
+    )
+
+
+def _simulate_z_groups(key, pi, groups, Tz):
+    """`z[n]` from its group's `pi[groups[n]]`, first state uniform."""
+    keys = jr.split(key, groups.shape[0])
+    return jax.vmap(lambda k, g: simulate_z(k, pi[g], 1, Tz)[0])(keys, groups)
+
+
+def _group_functions(betas, pi, z, mask, groups, L):
+    """Moments of `betas`, of each group's `pi[g]`, of their products across groups (which see
+    whether `betas` is shared) and of the states of each group."""
+    counted = transition_weights(mask, L) > 0
+    valid = mask[:, L:] > 0
+    pi_n = pi[groups]
+    log_pz = jnp.log(pi_n[jnp.arange(z.shape[0])[:, None], z[:, :-1], z[:, 1:]])
+    switch = z[:, 1:] != z[:, :-1]
+    out = {
+        "betas[0]": betas[0],
+        "sum_betas2": jnp.sum(betas**2),
+        "log_p_z": jnp.sum(jnp.where(counted, log_pz, 0.0)),
+        "pi0[0,1]*pi1[0,1]": pi[0, 0, 1] * pi[1, 0, 1],
+    }
+    for g in range(pi.shape[0]):
+        in_g = (groups == g)[:, None]
+        usage = jnp.sum(valid & in_g & (z == 0), dtype=f64) / jnp.sum(valid & in_g, dtype=f64)
+        out[f"pi{g}[0,0]"] = pi[g, 0, 0]
+        out[f"mean_diag_pi{g}"] = jnp.mean(jnp.diagonal(pi[g]))
+        out[f"usage0_g{g}"] = usage
+        out[f"switches_g{g}"] = jnp.sum(counted & in_g & switch, dtype=f64)
+        out[f"betas0*usage0_g{g}"] = betas[0] * usage
+    return out
+
+
+def _run(setup, step, *, num_sc, seed, title):
+    sc = successive_conditional(jr.key(seed), setup.state0, step, setup.functions, num_sc)
+    table = geweke_zscores(setup.mc, sc)
+    return print_zscores(title, table, NUM_MC, num_sc), table
+
+
+def _assert_passes(zmax, table):
+    ess_min = min(v[3] for v in table.values())
+    assert ess_min >= MIN_ESS, f"successive-conditional chain mixes too slowly (min ESS {ess_min:.0f}): {table}"
+    assert zmax < Z_MAX, table
+
+
+# ---------------------------------------------------------------------------------------
+# The transition block alone: (betas, pi) | z by `resample_group_transitions`, then z ~ pi[g].
+
+TRANS = dict(K=3, L=1, G=2, T=16, groups=(0, 1, 1, 0, 1))
+_SETUPS = {}
+
+
+def _trans_setup():
+    if "trans" in _SETUPS:
+        return _SETUPS["trans"]
+    K, L, G, T = (TRANS[k] for k in "KLGT")
+    groups = jnp.asarray(TRANS["groups"], jnp.int32)
+    hp = _hyperparams(K, 1, L, G)
+    mask = trailing_mask(len(TRANS["groups"]), T, 3)
+
+    def prior_draw(key):
+        key_t, key_z = jr.split(key)
+        betas, pi = group_module.init_group_transitions(
+            key_t, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, num_groups=G, dtype=f64)
+        return dict(betas=betas, pi=pi, z=_simulate_z_groups(key_z, pi, groups, T - L))
+
+    def functions(s):
+        return _group_functions(s["betas"], s["pi"], s["z"], mask, groups, L)
+
+    mc, state0 = marginal_conditional(jr.key(500), prior_draw, functions, NUM_MC)
+    _SETUPS["trans"] = types.SimpleNamespace(hp=hp, mask=mask, groups=groups, mc=mc, state0=state0,
+                                             functions=functions)
+    return _SETUPS["trans"]
+
+
+def _trans_step(setup):
+    hp, mask, groups = setup.hp, setup.mask, setup.groups
+    K, L, G, T = (TRANS[k] for k in "KLGT")
+
+    def step(key, s):
+        key_t, key_z = jr.split(key)
+        betas, pi = group_module.resample_group_transitions(
+            key_t, s["z"], mask, groups, s["betas"], alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma,
+            num_states=K, num_groups=G, nlags=L,
+        )
+        return dict(betas=betas, pi=pi, z=_simulate_z_groups(key_z, pi, groups, T - L))
+
+    return step
+
+
+@pytest.mark.slow
+def test_geweke_group_transitions():
+    setup = _trans_setup()
+    zmax, table = _run(setup, _trans_step(setup), num_sc=NUM_SC, seed=51, title="per-group transitions")
+    _assert_passes(zmax, table)
+
+
+def _betas_from_group_0(original):
+    # betas from the table counts of group 0 only, as if the other groups had no say
+    return lambda key, mbar, gamma: original(key, mbar[:1], gamma)
+
+
+TRANS_MUTATIONS = {
+    "betas_from_group_0": (group_module, "sample_shared_betas", _betas_from_group_0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutation", list(TRANS_MUTATIONS))
+def test_geweke_group_transitions_rejects(mutation, monkeypatch):
+    setup = _trans_setup()
+    module, attr, make = TRANS_MUTATIONS[mutation]
+    monkeypatch.setattr(module, attr, make(getattr(module, attr)))
+    zmax, table = _run(setup, _trans_step(setup), num_sc=NUM_SC_TEETH, seed=52,
+                       title=f"per-group transitions, {mutation}")
+    assert zmax > Z_MAX, table
+
+
+# ---------------------------------------------------------------------------------------
+# The whole sweep with groups: `gibbs_sweep`, then x given (Ab, Q, z).
+
+JOINT = dict(K=3, D=1, L=1, G=2, T=12, groups=(0, 1, 1, 0))
+
+
+def _joint_setup():
+    if "joint" in _SETUPS:
+        return _SETUPS["joint"]
+    K, D, L, G, T = (JOINT[k] for k in "KDLGT")
+    groups = jnp.asarray(JOINT["groups"], jnp.int32)
+    hp = _hyperparams(K, D, L, G)
+    mask = trailing_mask(len(JOINT["groups"]), T, 2)
+
+    def prior_draw(key):
+        key_ar, key_t, key_z, key_x = jr.split(key, 4)
+        Ab, Q = init_ar_params(key_ar, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K)
+        betas, pi = group_module.init_group_transitions(
+            key_t, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, num_groups=G, dtype=f64)
+        z = _simulate_z_groups(key_z, pi, groups, T - L)
+        return dict(Ab=Ab, Q=Q, betas=betas, pi=pi, z=z, x=simulate_x(key_x, z, Ab, Q, mask))
+
+    def functions(s):
+        out = ar_functions(s["Ab"], s["Q"], hp.S_0, hp.M_0, hp.K_0[0, 0])
+        out.update(_group_functions(s["betas"], s["pi"], s["z"], mask, groups, L))
+        out.update(data_functions(s["x"], mask, L))
+        out["loglik_x"] = log_joint_likelihood(s["x"], mask, s["z"], s["pi"][groups], s["Ab"], s["Q"])["x"]
+        return out
+
+    mc, state0 = marginal_conditional(jr.key(600), prior_draw, functions, NUM_MC)
+    _SETUPS["joint"] = types.SimpleNamespace(hp=hp, mask=mask, groups=groups, mc=mc, state0=state0,
+                                             functions=functions)
+    return _SETUPS["joint"]
+
+
+def _joint_step(setup):
+    hp, mask, groups = setup.hp, setup.mask, setup.groups
+
+    def step(key, s):
+        key_sweep, key_x = jr.split(key)
+        params = Params(Ab=s["Ab"], Q=s["Q"], pi=s["pi"], betas=s["betas"])
+        p, states, _ = gibbs_module.gibbs_sweep(key_sweep, hp, params, States(z=s["z"], groups=groups), s["x"], mask)
+        z = states.z
+        return dict(Ab=p.Ab, Q=p.Q, betas=p.betas, pi=p.pi, z=z, x=simulate_x(key_x, z, p.Ab, p.Q, mask))
+
+    return step
+
+
+@pytest.mark.slow
+def test_geweke_joint_sweep_with_groups():
+    setup = _joint_setup()
+    zmax, table = _run(setup, _joint_step(setup), num_sc=NUM_SC, seed=61, title="joint sweep with groups")
+    _assert_passes(zmax, table)
+
+
+@pytest.mark.slow
+def test_geweke_joint_sweep_rejects_states_with_group_0(monkeypatch):
+    """Teeth: the state step drawing every sequence with group 0's `pi` must be caught."""
+    setup = _joint_setup()
+    monkeypatch.setattr(gibbs_module, "sequence_pi", lambda pi, groups: pi[jnp.zeros_like(groups)])
+    zmax, table = _run(setup, _joint_step(setup), num_sc=NUM_SC_TEETH, seed=62, title="joint sweep, states use pi[0]")
+    assert zmax > Z_MAX, table
+
+
+# ---------------------------------------------------------------------------------------
+# One group is the model without groups.
+
+
+def _one_group_pair():
+    K, D, L, N, T = 3, 2, 1, 3, 40
+    x = jr.normal(jr.key(0), (N, T, D), f64)
+    mask = jnp.ones((N, T), f64).at[1, 30:].set(0.0)
+    hp0 = ae.Hyperparams.from_scales(K, D, L, kappa=5.0, S_0_scale=0.5)
+    hp1 = ae.Hyperparams.from_scales(K, D, L, kappa=5.0, S_0_scale=0.5, num_groups=1)
+    m0 = ae.ARHMM.from_prior(hp0, x, mask, key=jr.key(1))
+    m1 = ae.ARHMM.from_prior(hp1, x, mask, key=jr.key(1), groups=np.zeros(N, np.int32))
+    return x, mask, m0, m1
+
+
+def test_one_group_chain_equals_ungrouped_chain():
+    x, mask, m0, m1 = _one_group_pair()
+    assert m1.params.pi.shape == (1, 3, 3)
+    np.testing.assert_array_equal(m1.params.pi[0], m0.params.pi)
+    np.testing.assert_array_equal(m1.states.z, m0.states.z)
+    c0, i0 = ae.run_chain(jr.key(2), m0, x, mask, 6)
+    c1, i1 = ae.run_chain(jr.key(2), m1, x, mask, 6)
+    np.testing.assert_array_equal(c1.states.z, c0.states.z)
+    np.testing.assert_array_equal(c1.params.pi[0], c0.params.pi)
+    np.testing.assert_array_equal(c1.params.betas, c0.params.betas)
+    np.testing.assert_array_equal(c1.params.Ab, c0.params.Ab)
+    np.testing.assert_array_equal(i1.log_joint_z, i0.log_joint_z)
+    np.testing.assert_array_equal(c1.marginal_log_likelihood(x, mask), c0.marginal_log_likelihood(x, mask))
+    assert c1.states.groups is not None and c0.states.groups is None
+
+
+def test_groups_checked():
+    x, mask, m0, m1 = _one_group_pair()
+    hp2 = ae.Hyperparams.from_scales(3, 2, 1, num_groups=2)
+    with pytest.raises(ValueError, match="`groups` is required"):
+        ae.ARHMM.from_prior(hp2, x, mask, key=jr.key(0))
+    with pytest.raises(ValueError, match=r"`groups` must hold states 0 \.\. 1"):
+        ae.ARHMM.from_prior(hp2, x, mask, key=jr.key(0), groups=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        ae.ARHMM.from_prior(hp2, x, mask, key=jr.key(0), groups=[0, 1])
+    with pytest.raises(ValueError, match="no groups"):
+        m0.marginal_log_likelihood(x, mask, groups=[0, 0, 0])
+    with pytest.raises(ValueError, match="`groups` is needed"):
+        m1.marginal_log_likelihood(x[:2], mask[:2])
+    with pytest.raises(ValueError, match="num_groups"):
+        ae.Hyperparams.from_scales(3, 2, 1, num_groups=0)
+    m1.marginal_log_likelihood(x[:2], mask[:2], groups=[0, 0])
+    bad = ae.ARHMM(m1.hyperparams, m1.params, States(z=m1.states.z))
+    with pytest.raises(ValueError, match="states.groups"):
+        bad.check()
+
+
+def test_grouped_inference_matches_per_sequence_models():
+    """Each sequence's marginal likelihood, smoothed marginals and Viterbi path under the
+    grouped model equal those of the one-`pi` model with its group's matrix; the parallel
+    and chunked state steps give the blocked pass's states."""
+    K, D, L, N, T = 3, 2, 1, 4, 30
+    groups = np.array([0, 1, 1, 0], np.int32)
+    x = jr.normal(jr.key(3), (N, T, D), f64)
+    mask = jnp.ones((N, T), f64).at[2, 25:].set(0.0)
+    hp = ae.Hyperparams.from_scales(K, D, L, kappa=3.0, S_0_scale=0.5, num_groups=2)
+    m = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(4), groups=groups)
+    hp0 = ae.Hyperparams.from_scales(K, D, L, kappa=3.0, S_0_scale=0.5)
+    smooth, path = m.stateseq_marginals(x, mask), m.most_likely_states(x, mask)
+    total = 0.0
+    for n in range(N):
+        p = m.params
+        one = ae.ARHMM(hp0, Params(Ab=p.Ab, Q=p.Q, pi=p.pi[groups[n]], betas=p.betas), States(z=m.states.z[n:n + 1]))
+        xs, ms = x[n:n + 1], mask[n:n + 1]
+        total += float(one.marginal_log_likelihood(xs, ms))
+        np.testing.assert_allclose(smooth[n:n + 1], one.stateseq_marginals(xs, ms), rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(path[n:n + 1], one.most_likely_states(xs, ms))
+    np.testing.assert_allclose(float(m.marginal_log_likelihood(x, mask)), total, rtol=1e-12)
+    a, _ = ae.gibbs_step(jr.key(5), m, x, mask)
+    b, _ = ae.gibbs_step(jr.key(5), m, x, mask, parallel=True)
+    c, _ = ae.gibbs_step(jr.key(5), m, x, mask, sequence_chunk=3)
+    np.testing.assert_array_equal(a.states.z, b.states.z)
+    np.testing.assert_array_equal(a.states.z, c.states.z)
+    np.testing.assert_array_equal(a.states.groups, groups)
+
+
+# ---------------------------------------------------------------------------------------
+# Recovery: two groups with the same dynamics but different stickiness.
+
+REC = dict(K_TRUE=3, K_FIT=4, D=2, L=1, T=800, groups=(0, 0, 1, 1), durations=(50.0, 10.0))
+
+
+def _sticky(duration, K):
+    stay = 1.0 - 1.0 / duration
+    pi = np.full((K, K), (1.0 - stay) / (K - 1))
+    np.fill_diagonal(pi, stay)
+    return pi
+
+
+@pytest.mark.slow
+def test_recovery_of_group_transition_matrices():
+    """Each group's self-transition probabilities come back: with `n` transitions out of a state,
+    a diagonal entry has posterior sd about `sqrt(p (1 - p) / n)` (<= 0.02 here), averaged over 3
+    states, plus the pull of `kappa` (<= 0.01): the tolerance 0.04 is about 3 of those sds."""
+    import optax
+    from test_recovery import NOISE_VAR, _true_model  # the dynamics of the one-group recovery test
+
+    K_TRUE, K_FIT, D, L, T = (REC[k] for k in ("K_TRUE", "K_FIT", "D", "L", "T"))
+    groups = np.asarray(REC["groups"], np.int32)
+    Ab, Q, _ = _true_model()
+    pis = np.stack([_sticky(d, K_TRUE) for d in REC["durations"]])
+    with jax.enable_x64(False):
+        f32 = jnp.float32
+        from arhmm_eqx._generate import simulate_dataset
+
+        z_true, x = simulate_dataset(jr.key(0), jnp.asarray(pis[groups], f32), jnp.asarray(Ab, f32),
+                                     jnp.asarray(Q, f32), len(groups), T)
+        mask = jnp.ones(x.shape[:2], f32)
+        hp = ae.Hyperparams.from_scales(K_FIT, D, L, kappa=30.0, S_0_scale=NOISE_VAR, K_0_scale=10.0, num_groups=2)
+        model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(10), groups=groups)
+        model, info = ae.run_chain(jr.key(20), model, x, mask, 200)
+    assert bool(info.ok.all())
+    z_true, z_fit = np.asarray(z_true), np.asarray(model.states.z)
+    confusion = np.zeros((K_TRUE, K_FIT))
+    np.add.at(confusion, (z_true.ravel(), z_fit.ravel()), 1.0)
+    rows, cols = (np.asarray(a) for a in optax.assignment.hungarian_algorithm(-jnp.asarray(confusion)))
+    accuracy = confusion[rows, cols].sum() / confusion.sum()
+    assert accuracy >= 0.9, (accuracy, confusion)
+    pi_fit = np.asarray(model.params.pi, np.float64)
+    diag_fit = [float(np.mean(pi_fit[g][cols, cols])) for g in range(2)]
+    diag_true = [float(pis[g][0, 0]) for g in range(2)]
+    print(f"\n[recovery] accuracy {accuracy:.3f}; mean self-transition fit {diag_fit} true {diag_true}")
+    for g in range(2):
+        assert abs(diag_fit[g] - diag_true[g]) < 0.04, (g, diag_fit, diag_true)
