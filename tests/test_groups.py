@@ -369,3 +369,100 @@ def test_recovery_of_group_transition_matrices():
     print(f"\n[recovery] accuracy {accuracy:.3f}; mean self-transition fit {diag_fit} true {diag_true}")
     for g in range(2):
         assert abs(diag_fit[g] - diag_true[g]) < 0.04, (g, diag_fit, diag_true)
+
+
+# ---------------------------------------------------------------------------------------
+# Workflow: prepare_recordings, fit / checkpoint / resume, results, the command line.
+
+
+def _recordings():
+    rng = np.random.default_rng(0)
+    recs = {f"rec{i}": rng.normal(size=(40 + 5 * i, 2)).cumsum(0) * 0.1 for i in range(4)}
+    recs["rec1"][10:14] = np.nan
+    return recs, {"rec0": "wt", "rec1": "ko", "rec2": "wt", "rec3": "ko"}
+
+
+def test_prepare_recordings_with_groups():
+    recs, labels = _recordings()
+    ds = ae.workflow.prepare_recordings(recs, nlags=1, groups=labels, segment_length=30)
+    assert ds.group_names == ("ko", "wt") and ds.num_groups == 2
+    expected = [1 if labels[ds.names[s.recording]] == "wt" else 0 for s in ds.segments]
+    np.testing.assert_array_equal(ds.groups, expected)
+    assert ds.recording_groups() == labels
+    plain = ae.workflow.prepare_recordings(recs, nlags=1)
+    assert plain.groups is None and plain.num_groups is None
+    with pytest.raises(ValueError, match=r"missing \['rec3'\]"):
+        ae.workflow.prepare_recordings(recs, nlags=1, groups={k: v for k, v in labels.items() if k != "rec3"})
+    with pytest.raises(ValueError, match=r"unknown \['other'\]"):
+        ae.workflow.prepare_recordings(recs, nlags=1, groups={**labels, "other": "wt"})
+
+
+def _assert_same(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_grouped_fit_resumes_bit_for_bit_and_summarizes(tmp_path):
+    with jax.enable_x64(False):
+        recs, labels = _recordings()
+        ds = ae.workflow.prepare_recordings(recs, nlags=1, groups=labels)
+        hp = ae.Hyperparams.from_scales(3, 2, 1, kappa=20.0, num_groups=ds.num_groups)
+        model = ae.ARHMM.from_prior(hp, ds.x, ds.mask, key=jr.key(1), groups=ds.groups)
+        key = jr.key(2)
+        whole = ae.workflow.fit(model, ds.x, ds.mask, key=key, num_iters=4, save_every=2, chunk_size=2,
+                                checkpoint_dir=tmp_path / "a", progress=False)
+        mid, meta = ae.workflow.load_checkpoint(tmp_path / "a" / "ckpt_000002.json")
+        assert meta["num_groups"] == 2 and mid.hyperparams.num_groups == 2 and mid.params.pi.shape == (2, 3, 3)
+        np.testing.assert_array_equal(mid.states.groups, ds.groups)
+        resumed = ae.workflow.resume(tmp_path / "a" / "ckpt_000002.json", ds.x, ds.mask, num_iters=2,
+                                     progress=False, checkpoint_dir=tmp_path / "b")
+        _assert_same(resumed.model, whole.model)
+        _assert_same(resumed.infos, whole.infos)
+        relabelled, perm = ae.workflow.relabel_by_usage(whole.model, ds.mask)
+        np.testing.assert_array_equal(relabelled.params.pi, whole.model.params.pi[:, perm][:, :, perm])
+        np.testing.assert_allclose(relabelled.marginal_log_likelihood(ds.x, ds.mask),
+                                   whole.model.marginal_log_likelihood(ds.x, ds.mask), rtol=1e-5)
+        results = ae.workflow.summarize(relabelled, ds)
+    assert results.groups == labels and set(results.group_usages) == {"ko", "wt"}
+    for g, label in enumerate(ds.group_names):
+        np.testing.assert_array_equal(results.group_pi[label], relabelled.params.pi[g])
+        np.testing.assert_allclose(results.group_usages[label].sum(), 1.0)
+    total = sum(results.group_transition_counts.values())
+    np.testing.assert_array_equal(total, results.transition_counts)
+    paths = ae.workflow.save_results(results, tmp_path / "res")
+    assert (tmp_path / "res" / "group_usages.csv") in paths
+    with np.load(tmp_path / "res" / "results.npz") as f:
+        np.testing.assert_array_equal(f["group_pi/wt"], results.group_pi["wt"])
+        assert list(f["group_of_recording"]) == [labels[n] for n in results.names]
+
+
+def test_cli_fit_with_groups_csv(tmp_path, capsys):
+    from arhmm_eqx.workflow._cli import main
+
+    recs, labels = _recordings()
+    data = tmp_path / "recs.npz"
+    np.savez(data, **recs)
+    csv_path = tmp_path / "groups.csv"
+    csv_path.write_text("recording,group\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    out = tmp_path / "out"
+    args = ["fit", str(data), "--out", str(out), "--num-states", "3", "--nlags", "1", "--iters", "4",
+            "--save-every", "2", "--kappa", "20", "--no-progress", "--groups", str(csv_path)]
+    with jax.enable_x64(False):
+        assert main(args) == 0, capsys.readouterr().err
+        with np.load(out / "results.npz") as f:
+            assert f["group_pi/ko"].shape == (3, 3) and f["group_usages/wt"].shape == (3,)
+        assert (out / "group_usages.csv").is_file()
+        # resume reads the groups back from run.json: asking for more sweeps continues the chain
+        assert main(["resume", str(out), "--iters", "6", "--no-progress"]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        # a CSV that misses a recording, or names an unknown one: one-line errors naming them
+        csv_path.write_text("rec0,wt\nrec1,ko\nrec2,wt\n")
+        assert main(args[:3] + [str(tmp_path / "o2")] + args[4:]) == 1
+        assert "missing ['rec3']" in capsys.readouterr().err
+        csv_path.write_text("rec0,wt\nrec1,ko\nrec2,wt\nrec3,ko\nrec9,wt\n")
+        assert main(args[:3] + [str(tmp_path / "o3")] + args[4:]) == 1
+        assert "unknown ['rec9']" in capsys.readouterr().err
+        csv_path.write_text("rec0,wt,extra\n")
+        assert main(args[:3] + [str(tmp_path / "o4")] + args[4:]) == 1
+        assert "each row must be `recording,group`" in capsys.readouterr().err
