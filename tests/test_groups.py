@@ -466,3 +466,135 @@ def test_cli_fit_with_groups_csv(tmp_path, capsys):
         csv_path.write_text("rec0,wt,extra\n")
         assert main(args[:3] + [str(tmp_path / "o4")] + args[4:]) == 1
         assert "each row must be `recording,group`" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# compat.separate_trans against the reference (jax_moseq 0.3.7, float64).
+
+# Signatures of the reference's `models.arhmm.separate_trans` and `utils.transitions`
+# functions, read with `inspect.signature` (name, kind, default; E: no default).
+E = "EMPTY"
+PK, VK = "POSITIONAL_OR_KEYWORD", "VAR_KEYWORD"
+SEPARATE_TRANS_SIGNATURES = {
+    "resample_discrete_stateseqs": [("seed", E), ("x", E), ("mask", E), ("group", E), ("Ab", E), ("Q", E),
+                                    ("pi", E), ("kwargs", VK)],
+    "resample_model": [("data", E), ("seed", E), ("states", E), ("params", E), ("hypparams", E),
+                       ("states_only", False), ("verbose", False), ("kwargs", VK)],
+    "init_model": [("data", None), ("states", None), ("params", None), ("hypparams", None), ("seed", "KEY0"),
+                   ("trans_hypparams", None), ("ar_hypparams", None), ("num_groups", None), ("verbose", False),
+                   ("kwargs", VK)],
+    "count_transitions_by_group": [("num_states", E), ("num_groups", E), ("stateseqs", E), ("mask", E),
+                                   ("group", E)],
+    "resample_hdp_transitions_by_group": [("seed", E), ("z", E), ("mask", E), ("group", E), ("betas", E),
+                                          ("alpha", E), ("kappa", E), ("gamma", E), ("num_groups", None),
+                                          ("kwargs", VK)],
+    "init_hdp_transitions_by_group": [("seed", E), ("num_states", E), ("num_groups", E), ("alpha", E),
+                                      ("kappa", E), ("gamma", E), ("kwargs", VK)],
+}
+
+
+def test_separate_trans_signatures():
+    import inspect
+
+    from arhmm_eqx.compat import separate_trans
+
+    for name, want in SEPARATE_TRANS_SIGNATURES.items():
+        params = list(inspect.signature(getattr(separate_trans, name)).parameters.values())
+        assert [p.name for p in params] == [n for n, _ in want], name
+        for p, (_, default) in zip(params, want):
+            if default == VK:
+                assert p.kind == inspect.Parameter.VAR_KEYWORD, (name, p.name)
+            elif default == E:
+                assert p.default is inspect.Parameter.empty and p.kind.name == PK, (name, p.name)
+            elif default == "KEY0":
+                np.testing.assert_array_equal(np.asarray(p.default), np.asarray(jr.PRNGKey(0)))
+            else:
+                assert p.default == default, (name, p.name)
+
+
+def _separate_trans_case():
+    K, N, T = 3, 4, 25
+    z = np.random.default_rng(0).integers(0, K, (N, T - 1))
+    z[:, 5:12] = 0
+    mask = np.ones((N, T))
+    mask[1, -4:] = 0.0
+    mask[3, -2:] = 0.0  # trailing padding only: the reference's counting rule and ours agree
+    return z, mask, np.array([0, 1, 1, 0])
+
+
+# `count_transitions_by_group(3, 2, z, mask, group)` of the reference on `_separate_trans_case`.
+REF_COUNTS = [[[16.0, 1.0, 3.0], [2.0, 7.0, 4.0], [4.0, 4.0, 3.0]],
+              [[16.0, 3.0, 2.0], [4.0, 4.0, 4.0], [2.0, 4.0, 3.0]]]
+# Mean and sd over 3000 seeds (jr.split(jr.PRNGKey(1), 3000)) of the reference's
+# `resample_hdp_transitions_by_group(seed, z, mask, group, REF_BETAS, 2.0, 5.0, 3.0)`.
+REF_BETAS = [[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]
+REF_M = 3000
+REF_MEAN_BETAS = [[0.413517412710134, 0.2971547487442628, 0.28932783854560323],
+                  [0.32001438738322446, 0.30685016239659957, 0.37313545022017597]]
+REF_SD_BETAS = [[0.14628418574589996, 0.13146428248333825, 0.13264303944122482],
+                [0.13259678819697676, 0.13210099555970956, 0.13706432075615746]]
+REF_MEAN_PI = [[[0.8099335580323237, 0.059371985904324125, 0.13069445606335214],
+                [0.14119857841532216, 0.6313794017245246, 0.22742201986015323],
+                [0.2683258713393994, 0.2573530863263215, 0.47432104233427913]],
+               [[0.7701006874796641, 0.13031859613594365, 0.09958071638439221],
+                [0.24346761572919995, 0.5096341915611003, 0.2468981927096997],
+                [0.16215722410018896, 0.2872050867278352, 0.5506376891719759]]]
+REF_SD_PI = [[[0.07400981829695062, 0.04616376306772706, 0.06414103540177624],
+              [0.07633514655569731, 0.1059035615896255, 0.09235678752208779],
+              [0.10347729417575754, 0.09921724019948285, 0.11567294100789095]],
+             [[0.07945327360802867, 0.06431650329195242, 0.05742315845703555],
+              [0.09836809268586284, 0.11503226612792286, 0.09724428630993541],
+              [0.09086262958408448, 0.11170366166217048, 0.12465698409011337]]]
+
+
+def test_separate_trans_matches_reference():
+    """Counts equal the reference's; the per-group transition update has the reference's means
+    (two-sample z-scores over 30 entries, |z| < 4.5 ~ Bonferroni at 2e-4)."""
+    from arhmm_eqx.compat import separate_trans
+
+    z, mask, group = _separate_trans_case()
+    np.testing.assert_array_equal(separate_trans.count_transitions_by_group(3, 2, z, mask, group), REF_COUNTS)
+    M = 3000
+    draw = jax.jit(jax.vmap(lambda k: group_module.resample_separate_hdp_transitions(
+        k, jnp.asarray(z, jnp.int32), jnp.asarray(mask), jnp.asarray(group, jnp.int32), jnp.asarray(REF_BETAS),
+        alpha=jnp.asarray(2.0), kappa=jnp.asarray(5.0), gamma=jnp.asarray(3.0), num_states=3, num_groups=2,
+        nlags=1)))
+    betas, pi = (np.asarray(a) for a in draw(jr.split(jr.key(7), M)))
+    one_b, one_pi = separate_trans.resample_hdp_transitions_by_group(0, z, mask, group, np.asarray(REF_BETAS),
+                                                                     2.0, 5.0, 3.0)
+    assert one_b.shape == (2, 3) and one_pi.shape == (2, 3, 3)
+    zs = []
+    for ours, mean, sd in ((betas, REF_MEAN_BETAS, REF_SD_BETAS), (pi, REF_MEAN_PI, REF_SD_PI)):
+        mean, sd = np.asarray(mean), np.asarray(sd)
+        zs.append((ours.mean(0) - mean) / np.sqrt(ours.var(0) / M + sd**2 / REF_M))
+    worst = max(float(np.abs(v).max()) for v in zs)
+    print(f"\n[compat separate_trans] max |z| vs reference over 24 means: {worst:.2f}")
+    assert worst < 4.5, zs
+
+
+def test_separate_trans_model_loop():
+    """`init_model` / `resample_model` as the reference is driven: dict keys, shapes, groups."""
+    from arhmm_eqx.compat import initialize, separate_trans
+
+    rng = np.random.default_rng(1)
+    N, T, D, L, K = 4, 30, 2, 1, 3
+    data = {"x": 0.3 * np.cumsum(rng.normal(size=(N, T, D)), axis=1), "mask": np.ones((N, T)),
+            "group": np.array([0, 2, 1, 2])}
+    hyp = initialize.init_hyperparams({"num_states": K, "alpha": 2.0, "gamma": 3.0, "kappa": 20.0},
+                                      {"latent_dim": D, "nlags": L, "S_0_scale": 0.1, "K_0_scale": 1.0})
+    model = separate_trans.init_model(data, hypparams=hyp, seed=0)
+    assert model["hypparams"]["trans_hypparams"]["num_groups"] == 3
+    assert model["params"]["betas"].shape == (3, K) and model["params"]["pi"].shape == (3, K, K)
+    assert model["states"]["z"].shape == (N, T - L)
+    for _ in range(2):
+        model = separate_trans.resample_model(data, **model)
+    assert set(model) == {"seed", "states", "params", "hypparams"}
+    assert model["params"]["pi"].shape == (3, K, K)
+    np.testing.assert_allclose(np.asarray(model["params"]["pi"]).sum(-1), 1.0, rtol=1e-6)
+    z = separate_trans.resample_discrete_stateseqs(1, data["x"], data["mask"], data["group"], model["params"]["Ab"],
+                                                   model["params"]["Q"], model["params"]["pi"])
+    assert z.shape == (N, T - L)
+    with pytest.raises(ValueError, match="`group` must hold groups 0 .. 2"):
+        separate_trans.resample_model({**data, "group": np.array([0, 3, 1, 2])}, **model)
+    b, p = separate_trans.init_hdp_transitions_by_group(0, K, 2, 2.0, 20.0, 3.0)
+    assert b.shape == (2, K) and p.shape == (2, K, K)
