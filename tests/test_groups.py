@@ -313,12 +313,32 @@ def test_grouped_inference_matches_per_sequence_models():
         np.testing.assert_allclose(smooth[n:n + 1], one.stateseq_marginals(xs, ms), rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(path[n:n + 1], one.most_likely_states(xs, ms))
     np.testing.assert_allclose(float(m.marginal_log_likelihood(x, mask)), total, rtol=1e-12)
-    a, _ = ae.gibbs_step(jr.key(5), m, x, mask)
-    b, _ = ae.gibbs_step(jr.key(5), m, x, mask, parallel=True)
-    c, _ = ae.gibbs_step(jr.key(5), m, x, mask, sequence_chunk=3)
-    np.testing.assert_array_equal(a.states.z, b.states.z)
-    np.testing.assert_array_equal(a.states.z, c.states.z)
-    np.testing.assert_array_equal(a.states.groups, groups)
+    from arhmm_eqx._inference import sample_stateseqs
+
+    p, pi_n = m.params, m.params.pi[groups]
+    a = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n)
+    b = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n, parallel=True)
+    c = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n, sequence_chunk=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[0], c[0])
+    np.testing.assert_allclose(a[2], m.marginal_log_likelihood(x, mask), rtol=1e-12)
+
+
+def test_grouped_chains_vmap():
+    """`init_chains` / `run_chains` with groups: chain `c` is `from_prior` and `run_chain` with
+    its own key (states exactly), all chains in one vmapped program."""
+    K, D, L, N, T = 3, 2, 1, 3, 30
+    groups = np.array([1, 0, 1], np.int32)
+    x = jr.normal(jr.key(8), (N, T, D), f64)
+    mask = jnp.ones((N, T), f64)
+    hp = ae.Hyperparams.from_scales(K, D, L, kappa=5.0, S_0_scale=0.5, num_groups=2)
+    models = ae.init_chains(hp, x, mask, key=jr.key(9), num_chains=2, groups=groups)
+    assert models.params.pi.shape == (2, 2, K, K) and models.states.groups.shape == (2, N)
+    models, infos = ae.run_chains(jr.key(10), models, x, mask, 3)
+    one = ae.ARHMM.from_prior(hp, x, mask, key=jr.split(jr.key(9), 2)[1], groups=groups)
+    one, _ = ae.run_chain(jr.split(jr.key(10), 2)[1], one, x, mask, 3, throw=False)
+    np.testing.assert_array_equal(models.states.z[1], one.states.z)
+    np.testing.assert_allclose(models.params.pi[1], one.params.pi, rtol=1e-9, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,6 +473,9 @@ def test_cli_fit_with_groups_csv(tmp_path, capsys):
         with np.load(out / "results.npz") as f:
             assert f["group_pi/ko"].shape == (3, 3) and f["group_usages/wt"].shape == (3,)
         assert (out / "group_usages.csv").is_file()
+        fitted = ae.workflow.load_moseq_model(out / "model.npz")  # the grouped model comes back grouped
+        assert fitted.hyperparams.num_groups == 2 and fitted.params.pi.shape == (2, 3, 3)
+        np.testing.assert_array_equal(fitted.states.groups, [1, 0, 1, 0])  # ko = 0, wt = 1
         # resume reads the groups back from run.json: asking for more sweeps continues the chain
         assert main(["resume", str(out), "--iters", "6", "--no-progress"]) == 0, capsys.readouterr().err
         capsys.readouterr()
