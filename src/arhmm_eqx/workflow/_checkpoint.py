@@ -363,7 +363,9 @@ def _check_model_arrays(flat: dict[str, np.ndarray], path: str) -> None:
     def fail(name, k, what):
         raise ValueError(f"model file {path!r}: {name} of state {k} {what}; it is not a valid fitted model.")
 
-    Ab, Q, pi = get("params/Ab", 3), get("params/Q", 3), get("params/pi", 2)
+    grouped = "states/groups" in flat  # per-group transition matrices: pi is (G, K, K), rows checked alike
+    Ab, Q = get("params/Ab", 3), get("params/Q", 3)
+    pi = get("params/pi", 3).reshape(-1, Ab.shape[-3]) if grouped else get("params/pi", 2)
     for k in range(Ab.shape[0]):
         if not np.isfinite(Ab[k]).all():
             fail("params/Ab", k, "holds NaN or inf")
