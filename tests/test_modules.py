@@ -50,7 +50,7 @@ def model_and_data():
 
 def test_static_fields():
     static = {f.name for f in dataclasses.fields(ae.Hyperparams) if f.metadata.get("static", False)}
-    assert static == {"num_states", "latent_dim", "nlags"}
+    assert static == {"num_states", "latent_dim", "nlags", "num_groups"}
     for cls in (ae.Params, ae.States, ae.ARHMM):
         assert not [f.name for f in dataclasses.fields(cls) if f.metadata.get("static", False)], cls
 

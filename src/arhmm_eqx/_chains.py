@@ -75,9 +75,9 @@ def hyperparams_grid(hyperparams: Hyperparams, **values) -> Hyperparams:
 
 
 @eqx.filter_jit
-def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool, checked: bool):
+def _init_chains(hyperparams, x, mask, key, num_chains: int, batched: bool, checked: bool, groups=None):
     keys = jr.split(key, num_chains)
-    init = lambda hp, k: _model.draw_from_prior(hp, x, mask, k, checked=checked)
+    init = lambda hp, k: _model.draw_from_prior(hp, x, mask, k, groups, checked=checked)
     return eqx.filter_vmap(init, in_axes=(0 if batched else None, 0))(hyperparams, keys)
 
 
@@ -88,6 +88,7 @@ def init_chains(
     *,
     key: PRNGKeyArray,
     num_chains: int | None = None,
+    groups=None,
 ) -> ARHMM:
     """Build `C` chains' starting models from the prior, in one vmapped call.
 
@@ -100,6 +101,7 @@ def init_chains(
     - `hyperparams`: unbatched (restarts: then give `num_chains`) or batched.
     - `x` `(N, T, D)`, `mask` `(N, T)`: the data, shared by all chains.
     - `key`: a `jax.random.key`; `num_chains`: `C` (optional when `hyperparams` is batched).
+    - `groups` `(N,)`: each sequence's group, with `hyperparams.num_groups` (as in `ARHMM.from_prior`).
 
     **Returns:** an `ARHMM` whose leaves have a leading chain axis of length `C`.
     """
@@ -112,8 +114,9 @@ def init_chains(
     C = check_int("num_chains", C)
     check_key(key)
     x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)  # on the host
+    groups = _model.check_groups(groups, hyperparams.num_groups, x.shape[0])
     checked = values_checked(x, mask)
-    return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None, checked)
+    return _init_chains(hyperparams, x, mask, key, C, chain_count(hyperparams) is not None, checked, groups)
 
 
 @eqx.filter_jit

@@ -251,6 +251,9 @@ def fit_em(
     if not isinstance(most_likely_states, bool):
         raise TypeError(f"`most_likely_states` must be True or False; got {most_likely_states!r}.")
     model.check()
+    if hp.num_groups is not None:
+        raise ValueError("`fit_em` takes models without groups (`hyperparams.num_groups` is None); fit a model "
+                         "with per-group transition matrices by Gibbs sampling (`run_chain`, `fit`).")
     x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     if not most_likely_states:
         check_states_fit_data(model.states.z, x, hp.nlags)

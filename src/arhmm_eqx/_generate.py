@@ -63,7 +63,7 @@ def generate_states(
 
 def simulate_dataset(
     key: PRNGKeyArray,
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
     num_sequences: int,
@@ -80,4 +80,12 @@ def simulate_dataset(
         zs, xs = _simulate(key_path, pi, Ab, Q, num_frames - nlags, 0, xlags, first_uniform=True)
         return zs, jnp.concatenate([xlags, xs], axis=0)
 
+    if pi.ndim == 3:  # (N, K, K): each sequence's own pi (per-group transitions)
+        def one_own(k, pi_n):
+            key_lags, key_path = jr.split(k)
+            xlags = jr.normal(key_lags, (nlags, D), dtype=Ab.dtype)
+            zs, xs = _simulate(key_path, pi_n, Ab, Q, num_frames - nlags, 0, xlags, first_uniform=True)
+            return zs, jnp.concatenate([xlags, xs], axis=0)
+
+        return jax.vmap(one_own)(jr.split(key, num_sequences), pi)
     return jax.vmap(one)(jr.split(key, num_sequences))

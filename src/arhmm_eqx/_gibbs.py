@@ -12,8 +12,10 @@ import jax.random as jr
 from ._ar import resample_ar_params
 from ._checks import check_int
 from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
+from ._group_transitions import resample_group_transitions, sequence_pi
 from ._hyperparams import Hyperparams
 from ._inference import sample_stateseqs
+from ._log_prob import discrete_stateseq_log_prob
 from ._params import Params
 from ._states import States
 from ._summaries import median_duration, num_states_used
@@ -71,7 +73,9 @@ def gibbs_sweep(
 
     `x` and `mask` must already be checked and cleaned (`_checks.clean_data`), in the dtype
     of `params`. The key is split into three named subkeys whether or not
-    `options.states_only` is set.
+    `options.states_only` is set. With `hyperparams.num_groups`, the transition block is
+    the per-group one (`_group_transitions`) and each sequence's states are drawn with its
+    group's `pi[states.groups[n]]`.
     """
     hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
@@ -79,17 +83,25 @@ def gibbs_sweep(
     z, Ab, Q, pi, betas = states.z, p.Ab, p.Q, p.pi, p.betas
     x = x.astype(Ab.dtype)
     mask = mask.astype(Ab.dtype)
-    if not options.states_only:
+    groups = states.groups
+    if not options.states_only and hp.num_groups is not None:  # one pi per group, shared betas
+        betas, pi = resample_group_transitions(
+            key_trans, z, mask, groups, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K,
+            num_groups=hp.num_groups, nlags=L,
+        )
+    elif not options.states_only:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
         )
+    if not options.states_only:
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
+    pi_z = pi if hp.num_groups is None else sequence_pi(pi, groups)  # (N, K, K) with groups
     z, log_joint_x, log_marginal = sample_stateseqs(
-        key_z, x, mask, Ab, Q, pi, sequence_chunk=options.sequence_chunk, parallel=options.parallel
+        key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel
     )
-    log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
+    log_pz = discrete_stateseq_log_prob(z, pi_z)
     log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
     ok = (
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
@@ -103,4 +115,4 @@ def gibbs_sweep(
         median_duration=median_duration(z, valid).astype(Ab.dtype),
         ok=ok,
     )
-    return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z), info
+    return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z, groups=groups), info

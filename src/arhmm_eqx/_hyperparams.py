@@ -56,6 +56,8 @@ class Hyperparams(eqx.Module):
     - `num_states` (`K`), `latent_dim` (`D`), `nlags` (`L`): Python ints.
     - `alpha`, `gamma`, `kappa`: HDP concentration, top-level concentration, stickiness.
     - `nu_0`, `S_0` `(D, D)`, `M_0` `(D, A)`, `K_0` `(A, A)`: the MNIW prior of `(Ab, Q)`.
+    - `num_groups` (`G`, static, default None): with `G`, each group of sequences has its own
+      transition matrix, `pi` of shape `(G, K, K)`, sharing `betas`; None is one `pi` `(K, K)`.
     """
 
     num_states: int = eqx.field(static=True)
@@ -68,6 +70,9 @@ class Hyperparams(eqx.Module):
     S_0: Float[Array, "D D"] = eqx.field(converter=_as_float_array)
     M_0: Float[Array, "D A"] = eqx.field(converter=_as_float_array)
     K_0: Float[Array, "A A"] = eqx.field(converter=_as_float_array)
+    # Per-group transition matrices (model.md, "Groups"): None is the model with one `pi`
+    # `(K, K)`; `G` gives every group of sequences its own `pi[g]` around the shared `betas`.
+    num_groups: int | None = eqx.field(default=None, static=True)
 
     @property
     def ar_dim(self) -> int:
@@ -76,6 +81,7 @@ class Hyperparams(eqx.Module):
 
     def __check_init__(self):
         check_sizes(num_states=self.num_states, latent_dim=self.latent_dim, nlags=self.nlags)
+        check_int("num_groups", self.num_groups, allow_none=True)
         D, A = self.latent_dim, self.ar_dim
         for name, shape in (("alpha", ()), ("gamma", ()), ("kappa", ()), ("nu_0", ()),
                             ("S_0", (D, D)), ("M_0", (D, A)), ("K_0", (A, A))):
@@ -111,9 +117,11 @@ class Hyperparams(eqx.Module):
         kappa=1e6,
         S_0_scale=0.01,
         K_0_scale=10.0,
+        num_groups: int | None = None,
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
-        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
+        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there.
+        `num_groups`: one transition matrix per group of sequences (None: one for all)."""
         check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
@@ -130,6 +138,7 @@ class Hyperparams(eqx.Module):
             S_0=jnp.asarray(S_0_scale, dtype) * jnp.eye(D, dtype=dtype),
             M_0=jnp.asarray(default_M_0(D, nlags), dtype),
             K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
+            num_groups=num_groups,
         )
 
     @classmethod

@@ -80,7 +80,7 @@ def mniw_log_prob(
     return log_iw + log_mn
 
 
-def dirichlet_log_prob(pi: Float[Array, "K K"], conc: Float[Array, "K K"]) -> Float[Array, " K"]:
+def dirichlet_log_prob(pi: Float[Array, "*G K K"], conc: Float[Array, "*G K K"]) -> Float[Array, "*G K"]:
     """`log Dirichlet(pi[i] | conc[i])` per row."""
     return gammaln(jnp.sum(conc, axis=-1)) - jnp.sum(gammaln(conc), axis=-1) + jnp.sum((conc - 1) * jnp.log(pi), -1)
 
@@ -88,7 +88,7 @@ def dirichlet_log_prob(pi: Float[Array, "K K"], conc: Float[Array, "K K"]) -> Fl
 def log_prior(
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "G K K"],
     betas: Float[Array, " K"],
     *,
     alpha: Float[Array, ""],
@@ -103,6 +103,7 @@ def log_prior(
     alpha, kappa, nu_0, S_0, M_0, K_0 = (jnp.asarray(v, dtype) for v in (alpha, kappa, nu_0, S_0, M_0, K_0))
     conc = dirichlet_concentrations(betas, alpha, kappa)
     lp_ar = mniw_log_prob(Ab, Q, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
+    conc = conc[None] if pi.ndim == 3 else conc  # (G, K, K): every group's rows around the shared betas
     return jnp.sum(lp_ar) + jnp.sum(dirichlet_log_prob(pi, conc))
 
 

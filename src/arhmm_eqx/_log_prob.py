@@ -12,8 +12,13 @@ from ._linalg import psd_cholesky, solve_lower
 from ._transitions import transition_weights
 
 
-def discrete_stateseq_log_prob(z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"]) -> Float[Array, "*batch Tz-1"]:
-    """`log pi[z[t-1], z[t]]` for every transition."""
+def discrete_stateseq_log_prob(
+    z: Int[Array, "*batch Tz"], pi: Float[Array, "K K"] | Float[Array, "N K K"]
+) -> Float[Array, "*batch Tz-1"]:
+    """`log pi[z[t-1], z[t]]` for every transition (with `pi` `(N, K, K)` and `z` `(N, Tz)`,
+    each sequence's own `pi[n]`)."""
+    if pi.ndim == 3:
+        return jnp.log(pi[jnp.arange(z.shape[0])[:, None], z[..., :-1], z[..., 1:]])
     return jnp.log(pi[z[..., :-1], z[..., 1:]])
 
 
@@ -37,7 +42,7 @@ def log_joint_likelihood(
     x: Float[Array, "N T D"],
     mask: Float[Array, "N T"],
     z: Int[Array, "N Tz"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
 ) -> dict[str, Float[Array, ""]]:

@@ -1,8 +1,10 @@
 """`ARHMM`: hyperparameters, parameters and states in one immutable Module, with thin methods."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from . import _log_posterior, _log_prob
 from ._checks import (
@@ -17,6 +19,7 @@ from ._checks import (
 from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
+from ._group_transitions import init_group_transitions, sequence_pi
 from ._hyperparams import Hyperparams, check_hyperparam_values
 from ._inference import marginal_log_likelihood, sample_stateseqs, smoothed_marginals, viterbi_paths
 from ._initialize import init_params
@@ -72,21 +75,27 @@ class ARHMM(eqx.Module):
 
     @classmethod
     def from_prior(
-        cls, hyperparams: Hyperparams, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray
+        cls, hyperparams: Hyperparams, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray, groups=None
     ) -> "ARHMM":
-        """Draw parameters from the prior, then states from their conditional given `x`."""
+        """Draw parameters from the prior, then states from their conditional given `x`.
+
+        `groups` `(N,)`: the group `0 .. G-1` of each sequence, required when
+        `hyperparams.num_groups = G` (and only then); the model keeps them in `states.groups`."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return draw_from_prior(hyperparams, x, mask, key, checked=values_checked(x, mask))
+        groups = check_groups(groups, hyperparams.num_groups, x.shape[0])
+        return draw_from_prior(hyperparams, x, mask, key, groups, checked=values_checked(x, mask))
 
     @classmethod
     def from_params(
-        cls, hyperparams: Hyperparams, params: Params, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray
+        cls, hyperparams: Hyperparams, params: Params, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray,
+        groups=None,
     ) -> "ARHMM":
-        """Keep `params` and draw the states from their conditional given `x`."""
+        """Keep `params` and draw the states from their conditional given `x` (`groups` as in `from_prior`)."""
         check_key(key)
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
-        return draw_given_params(hyperparams, params, x, mask, key, checked=values_checked(x, mask))
+        groups = check_groups(groups, hyperparams.num_groups, x.shape[0])
+        return draw_given_params(hyperparams, params, x, mask, key, groups, checked=values_checked(x, mask))
 
     def _data(self, x, mask, *, uses_states: bool = False):
         """Host-side checks of the model and the data (no JAX operation); the methods' compiled
@@ -130,21 +139,42 @@ class ARHMM(eqx.Module):
         """`{"x": log p(x | z, Ab, Q), "z": log p(z | pi)}` with the masking of model.md."""
         return _log_joint_jit(self, *self._data(x, mask, uses_states=True))
 
-    def marginal_log_likelihood(self, x: DataArray, mask: MaskArray) -> Float[Array, ""]:
-        """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out)."""
-        return _marginal_jit(self, *self._data(x, mask))
+    def marginal_log_likelihood(self, x: DataArray, mask: MaskArray, *, groups=None) -> Float[Array, ""]:
+        """`log p(x | Ab, Q, pi)`, summed over sequences (states integrated out).
 
-    def stateseq_marginals(self, x: DataArray, mask: MaskArray) -> Float[Array, "N Tz K"]:
-        """Smoothed `p(z[t] | x)` for frames `nlags .. T-1`."""
-        return _smoother_jit(self, *self._data(x, mask))
+        `groups` (models with `num_groups` only): the group of each sequence of `x`; by
+        default the model's own `states.groups` (for the data the model was built on)."""
+        return _marginal_jit(self, *self._data(x, mask), self._groups_for(x, groups))
 
-    def most_likely_states(self, x: DataArray, mask: MaskArray, *, fill_value: int | None = -1) -> Int[Array, "N Tz"]:
+    def stateseq_marginals(self, x: DataArray, mask: MaskArray, *, groups=None) -> Float[Array, "N Tz K"]:
+        """Smoothed `p(z[t] | x)` for frames `nlags .. T-1` (`groups` as in `marginal_log_likelihood`)."""
+        return _smoother_jit(self, *self._data(x, mask), self._groups_for(x, groups))
+
+    def most_likely_states(
+        self, x: DataArray, mask: MaskArray, *, fill_value: int | None = -1, groups=None
+    ) -> Int[Array, "N Tz"]:
         """The most likely state path of every sequence (Viterbi), int32 of shape `(N, T - nlags)`.
 
         Masked frames hold `fill_value`; with `fill_value=None` they keep the states of the
         jointly most likely path (the chain runs through them), as a model's `states` do.
+        `groups` as in `marginal_log_likelihood`.
         """
-        return _viterbi_jit(self, *self._data(x, mask), fill_value=fill_value)
+        return _viterbi_jit(self, *self._data(x, mask), self._groups_for(x, groups), fill_value=fill_value)
+
+    def _groups_for(self, x, groups):
+        """The groups of the sequences of `x` (None for a model without groups): `groups` if
+        given, else the model's own when they fit `x`."""
+        G = self.hyperparams.num_groups
+        if G is not None and groups is None:
+            own = self.states.groups
+            if own is None or own.shape[-1] != x.shape[0]:
+                raise ValueError(
+                    f"`groups` is needed: the model has {G} groups and its own `states.groups` "
+                    f"{None if own is None else tuple(own.shape)} do not fit the {x.shape[0]} sequences of `x`. "
+                    "Pass `groups=`, one group 0 .. G-1 per sequence."
+                )
+            return own
+        return check_groups(groups, G, x.shape[0])
 
     def log_prior(self) -> Float[Array, ""]:
         """`log p(Ab, Q, pi | betas)`: MNIW per state and the sticky Dirichlet rows of `pi`, whose
@@ -166,34 +196,37 @@ class ARHMM(eqx.Module):
         return _cross_jit(self, *self._data(x, mask, uses_states=True))
 
     def simulate(
-        self, num_sequences: int, num_frames: int, *, key: PRNGKeyArray
+        self, num_sequences: int, num_frames: int, *, key: PRNGKeyArray, groups=None
     ) -> tuple[Int[Array, "N Tz"], Float[Array, "N T D"]]:
         """Simulate `(z, x)` from the model's parameters: `x` of shape `(N, T, D)` (its first
-        `nlags` frames standard normal) and `z` of shape `(N, T - nlags)`."""
+        `nlags` frames standard normal) and `z` of shape `(N, T - nlags)`.
+
+        With groups, `groups` `(num_sequences,)` says which group's `pi` each sequence follows."""
         if num_frames <= self.hyperparams.nlags:
             raise ValueError(f"`num_frames` must be > nlags = {self.hyperparams.nlags}; got {num_frames}.")
         check_key(key)
         self.check()
         p = self.params
-        return _simulate_jit(key, p.pi, p.Ab, p.Q, num_sequences, num_frames)
+        pi = sequence_pi(p.pi, check_groups(groups, self.hyperparams.num_groups, num_sequences))
+        return _simulate_jit(key, pi, p.Ab, p.Q, num_sequences, num_frames)
 
 
 @eqx.filter_jit
 def _log_joint_jit(model: ARHMM, x, mask):
-    p = model.params
-    return _log_prob.log_joint_likelihood(*model._prepared(x, mask), model.states.z, p.pi, p.Ab, p.Q)
+    p, s = model.params, model.states
+    return _log_prob.log_joint_likelihood(*model._prepared(x, mask), s.z, sequence_pi(p.pi, s.groups), p.Ab, p.Q)
 
 
 @eqx.filter_jit
-def _marginal_jit(model: ARHMM, x, mask):
+def _marginal_jit(model: ARHMM, x, mask, groups=None):
     p = model.params
-    return marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+    return marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups))
 
 
 @eqx.filter_jit
-def _smoother_jit(model: ARHMM, x, mask):
+def _smoother_jit(model: ARHMM, x, mask, groups=None):
     p = model.params
-    return smoothed_marginals(*model._prepared(x, mask), p.Ab, p.Q, p.pi)
+    return smoothed_marginals(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups))
 
 
 @eqx.filter_jit
@@ -203,9 +236,9 @@ def _cross_jit(model: ARHMM, x, mask):
 
 
 @eqx.filter_jit
-def _viterbi_jit(model: ARHMM, x, mask, *, fill_value):
+def _viterbi_jit(model: ARHMM, x, mask, groups=None, *, fill_value):
     p = model.params
-    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, p.pi, fill_value=fill_value)
+    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), fill_value=fill_value)
 
 
 _simulate_jit = eqx.filter_jit(simulate_dataset)
@@ -220,7 +253,9 @@ def _log_prior_jit(p: Params, hp: Hyperparams):
 def _log_posterior_jit(model: ARHMM, x, mask):
     p, hp = model.params, model.hyperparams
     x, mask = model._prepared(x, mask)
-    return _log_posterior.log_posterior(x, mask, p.Ab, p.Q, p.pi, p.betas, **hp.prior_kwargs(p.Ab.dtype))
+    pi = sequence_pi(p.pi, model.states.groups)
+    mll = _log_posterior.stable_marginal_log_likelihood(x, mask, p.Ab, p.Q, pi)
+    return mll + _log_posterior.log_prior(p.Ab, p.Q, p.pi, p.betas, **hp.prior_kwargs(p.Ab.dtype))
 
 
 def sweep(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptions = SweepOptions()) -> tuple[ARHMM, GibbsInfo]:
@@ -239,15 +274,16 @@ def sweep_compiled(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptio
 
 
 @eqx.filter_jit
-def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key, *, checked: bool = False) -> ARHMM:
+def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key, groups=None, *,
+                      checked: bool = False) -> ARHMM:
     x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim, values_checked=checked)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
-    z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, params.pi)
-    return ARHMM(hyperparams, params, States(z=z))
+    z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, sequence_pi(params.pi, groups))
+    return ARHMM(hyperparams, params, States(z=z, groups=groups))
 
 
 @eqx.filter_jit
-def draw_from_prior(hyperparams: Hyperparams, x, mask, key, *, checked: bool = False) -> ARHMM:
+def draw_from_prior(hyperparams: Hyperparams, x, mask, key, groups=None, *, checked: bool = False) -> ARHMM:
     """`checked`: the host has checked the values of `x` and `mask` (`values_checked`)."""
     hp = hyperparams
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim, values_checked=checked)
@@ -256,9 +292,14 @@ def draw_from_prior(hyperparams: Hyperparams, x, mask, key, *, checked: bool = F
         key_params, alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0,
         M_0=hp.M_0, K_0=hp.K_0, num_states=hp.num_states, dtype=x.dtype,
     )
+    if hp.num_groups is not None:  # the same key for the transitions: one group draws the same pi
+        betas, pi = init_group_transitions(
+            jr.split(key_params)[1], alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=hp.num_states,
+            num_groups=hp.num_groups, dtype=x.dtype,
+        )
     params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
-    z, _, _ = sample_stateseqs(key_states, x, mask, Ab, Q, pi)
-    return ARHMM(hyperparams, params, States(z=z))
+    z, _, _ = sample_stateseqs(key_states, x, mask, Ab, Q, sequence_pi(pi, groups))
+    return ARHMM(hyperparams, params, States(z=z, groups=groups))
 
 
 def check_states_fit_data(z, x, nlags: int) -> None:
@@ -272,6 +313,31 @@ def check_states_fit_data(z, x, nlags: int) -> None:
         )
 
 
+def check_groups(groups, num_groups: int | None, num_sequences: int):
+    """The group labels of `num_sequences` sequences as an int32 array, or None for a model
+    without groups; `ValueError` naming `groups` when they do not fit."""
+    if num_groups is None:
+        if groups is not None:
+            raise ValueError(
+                "`groups` was given but the model has no groups (`hyperparams.num_groups` is None). "
+                "Build `Hyperparams(..., num_groups=G)` for one transition matrix per group."
+            )
+        return None
+    if groups is None:
+        raise ValueError(
+            f"`groups` is required: the model has num_groups = {num_groups}. Pass one group "
+            f"0 .. {num_groups - 1} per sequence, shape ({num_sequences},)."
+        )
+    arr = groups if isinstance(groups, jax.Array) else np.asarray(groups)
+    if arr.ndim != 1 or arr.shape[0] != num_sequences or not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise ValueError(
+            f"`groups` must be integers of shape ({num_sequences},), one group per sequence; "
+            f"got {arr.dtype} of shape {tuple(arr.shape)}."
+        )
+    check_integer_states(arr, num_groups, "groups")
+    return jnp.asarray(arr, jnp.int32)
+
+
 def _check_model(model: ARHMM) -> None:
     hp, p, z = model.hyperparams, model.params, model.states.z
     K, D, A = hp.num_states, hp.latent_dim, hp.ar_dim
@@ -279,6 +345,8 @@ def _check_model(model: ARHMM) -> None:
         raise ValueError(f"`params.Ab` must have shape (K, D, A); got {p.Ab.shape}.")
     batch = tuple(p.Ab.shape[:-3])
     expected = {"Ab": (K, D, A), "Q": (K, D, D), "pi": (K, K), "betas": (K,)}
+    if hp.num_groups is not None:  # one transition matrix per group
+        expected["pi"] = (hp.num_groups, K, K)
     for name, shape in expected.items():
         got = tuple(getattr(p, name).shape)
         if got != batch + shape:
@@ -310,3 +378,21 @@ def _check_model(model: ARHMM) -> None:
     if z.ndim != len(batch) + 2:
         raise ValueError(f"`states.z` must have shape {batch} + (N, T - nlags); got {tuple(z.shape)}.")
     check_integer_states(z, K, "states.z")
+    _check_model_groups(model, batch)
+
+
+def _check_model_groups(model: ARHMM, batch: tuple) -> None:
+    """`states.groups`: None without groups; with `num_groups = G`, integers `0 .. G-1`, one per sequence."""
+    G, groups, z = model.hyperparams.num_groups, model.states.groups, model.states.z
+    if G is None:
+        if groups is not None:
+            raise ValueError("`states.groups` is set but `hyperparams.num_groups` is None; set both or neither.")
+        return
+    if groups is None:
+        raise ValueError(f"`states.groups` is None but the model has num_groups = {G}: each sequence needs a group.")
+    if not jnp.issubdtype(groups.dtype, jnp.integer) or tuple(groups.shape) != tuple(z.shape[:-1]):
+        raise ValueError(
+            f"`states.groups` must be integers of shape {tuple(z.shape[:-1])} (one per sequence of `z`); "
+            f"got {groups.dtype} of shape {tuple(groups.shape)}."
+        )
+    check_integer_states(groups, G, "states.groups")

@@ -6,11 +6,14 @@ from ._custom_types import Array, Float
 
 
 class Params(eqx.Module):
-    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`."""
+    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`.
+
+    With groups (`Hyperparams.num_groups = G`), `pi` is `(G, K, K)`: one matrix per group.
+    """
 
     Ab: Float[Array, "K D A"]
     Q: Float[Array, "K D D"]
-    pi: Float[Array, "K K"]
+    pi: Float[Array, "K K"] | Float[Array, "G K K"]
     betas: Float[Array, " K"]
 
     def __check_init__(self):
@@ -18,6 +21,8 @@ class Params(eqx.Module):
         if self.Ab.ndim != 3:
             raise ValueError(f"`Ab` must have shape (K, D, A); got {self.Ab.shape}.")
         expected = {"Q": (K, D, D), "pi": (K, K), "betas": (K,)}
+        if self.pi.ndim == 3:  # one matrix per group
+            expected["pi"] = (self.pi.shape[0], K, K)
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"`{name}` must have shape {shape} to match `Ab` {self.Ab.shape}; "

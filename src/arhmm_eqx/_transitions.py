@@ -35,7 +35,7 @@ def count_transitions(
     return counts.reshape(K, K)
 
 
-def floor_and_normalize(pi: Float[Array, "K K"]) -> Float[Array, "K K"]:
+def floor_and_normalize(pi: Float[Array, "*batch K K"]) -> Float[Array, "*batch K K"]:
     """Rows renormalised, then every entry floored at the dtype's `tiny` so logs stay finite.
 
     The floor comes last: dividing a floored `tiny` by a row sum just above 1 would give

@@ -42,7 +42,7 @@ def sample_stateseqs(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     block: int = DEFAULT_BLOCK,
     sequence_chunk: int | None = None,
@@ -52,7 +52,8 @@ def sample_stateseqs(
 
     The pass is blocked in time (`blocked.py`, `block` frames at a time); `parallel=True`
     filters and samples each chunk with the parallel-in-time scans of `parallel.py` instead
-    (same uniforms, so the same states up to rounding).
+    (same uniforms, so the same states up to rounding). `pi` is `(K, K)`, or `(N, K, K)`
+    with each sequence's own matrix (per-group transitions).
 
     `sequence_chunk` is the memory knob: the filtered messages, `Tz x N x K` numbers,
     are the largest thing a sweep holds; with `sequence_chunk = C` sequences are filtered
@@ -68,12 +69,13 @@ def sample_stateseqs(
     N, T, _ = x.shape
     uniforms = jr.uniform(key, (N, T - nlags), dtype=x.dtype)
 
-    def sample(u, x_c, m_c):
+    def sample(u, x_c, m_c, pi_c=pi):
         if parallel:
-            return sample_parallel(u, x_c, m_c, Ab, Q, pi)
-        return sample_blocked(u, x_c, m_c, Ab, Q, pi, block=block)
+            return sample_parallel(u, x_c, m_c, Ab, Q, pi_c)
+        return sample_blocked(u, x_c, m_c, Ab, Q, pi_c, block=block)
 
     if sequence_chunk is None or sequence_chunk >= N:
         return sample(uniforms, x, mask)
-    (z, ll_x, log_marg), unchunk = map_sequence_chunks(sample, sequence_chunk, uniforms, x, mask)
+    per_sequence = (pi,) if pi.ndim == 3 else ()  # each sequence's own pi goes with its chunk
+    (z, ll_x, log_marg), unchunk = map_sequence_chunks(sample, sequence_chunk, uniforms, x, mask, *per_sequence)
     return unchunk(z), jnp.sum(ll_x), jnp.sum(log_marg)

@@ -1,7 +1,9 @@
 """The HMM filter, backward sampler, smoother and marginal likelihood over `(N, T)`, blocked in time.
 
 This is the sampler's inference: `log p(x | Ab, Q, pi)` here is the model's marginal
-likelihood. The emission likelihoods are fused in: time is cut into blocks of `block`
+likelihood. `pi` is one `(K, K)` matrix for all sequences, or `(N, K, K)`, each sequence's
+own (per-group transition matrices, gathered by `_group_transitions.sequence_pi`).
+The emission likelihoods are fused in: time is cut into blocks of `block`
 frames, each block's likelihoods come from one matrix product against the whitened
 transforms of all states (`_ar.whitened_transforms`) and are filtered at once, so only
 the filtered messages `(Tz, N, K)` (and one log normaliser per frame) outlive their block;
@@ -33,6 +35,14 @@ from .._linalg import PRECISION
 DEFAULT_BLOCK = 64
 
 
+def _propagate(filt, pi):
+    """`filt @ pi` row by row: one `pi` `(K, K)` for all sequences, or each sequence's own
+    `(N, K, K)` (per-group transition matrices, gathered per sequence)."""
+    if pi.ndim == 2:
+        return jnp.matmul(filt, pi, precision=PRECISION)
+    return jnp.einsum("nk,nkj->nj", filt, pi, precision=PRECISION)
+
+
 def _blocks(x, mask, nlags: int, block: int):
     N, T, D = x.shape
     Tz = T - nlags
@@ -61,7 +71,7 @@ def forward_filter_blocks(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     block: int = DEFAULT_BLOCK,
     keep_filtered: bool = True,
@@ -92,7 +102,7 @@ def forward_filter_blocks(
         # pred >= tiny; the floor here undoes rounding and flush-to-zero of `filt * tiny`.
         # Without it, a frame explained only by a state reachable through a floored entry
         # gives c = 0 and NaN messages.
-        pred = jnp.maximum(jnp.matmul(filt, pi, precision=PRECISION), tiny)
+        pred = jnp.maximum(_propagate(filt, pi), tiny)
         step = jnp.log(c) + m_t
         return (pred, acc + step), ((filt, step) if keep_filtered else None)
 
@@ -162,7 +172,7 @@ def sample_given_uniforms(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     block: int = DEFAULT_BLOCK,
 ):
@@ -185,13 +195,16 @@ def sample_given_uniforms(
     # Rows of pi.T are the columns pi[:, j] that the backward pass multiplies by. Each is
     # scaled to a maximum of one (the draw does not depend on the scale), so a column of
     # floored entries does not push `filt * col` below the smallest normal number.
-    col_scale = jnp.max(pi, axis=0)
-    pi_T = pi.T / col_scale[:, None]
+    col_scale = jnp.max(pi, axis=-2)
+    pi_T = jnp.swapaxes(pi, -1, -2) / col_scale[..., :, None]
     # Row K (ones, scale one) is what a padding frame passes back: padding frames come after
     # every real frame, so the last real frame then sees the same as without padding, and the
     # real frames are sampled exactly as without padding, whatever the block size.
-    pi_T = jnp.concatenate([pi_T, jnp.ones((1, K), dtype)])
-    col_scale = jnp.concatenate([col_scale, jnp.ones((1,), dtype)])
+    per_sequence = pi.ndim == 3  # each sequence's own pi (groups): rows picked per sequence
+    lead = pi.shape[:-2]
+    pi_T = jnp.concatenate([pi_T, jnp.ones(lead + (1, K), dtype)], axis=-2)
+    col_scale = jnp.concatenate([col_scale, jnp.ones(lead + (1,), dtype)], axis=-1)
+    rows = jnp.arange(N)
 
     def sample_step(carry, inputs):
         col, scale = carry  # pi[:, z_{t+1}] / scale, or ones after the last real frame
@@ -203,6 +216,8 @@ def sample_given_uniforms(
         pred_next = jnp.maximum(jnp.sum(filt_t * col, axis=-1) * scale, tiny)
         filt_z = jnp.sum(jnp.where(jnp.arange(K, dtype=z_t.dtype)[None, :] == z_t[:, None], filt_t, 0.0), axis=-1)
         passed = jnp.where(real_t, z_t, K)
+        if per_sequence:
+            return (pi_T[rows, passed], col_scale[rows, passed]), (z_t, jnp.log(filt_z), jnp.log(pred_next))
         return (pi_T[passed], col_scale[passed]), (z_t, jnp.log(filt_z), jnp.log(pred_next))
 
     def block_step(carry, inputs):
@@ -255,7 +270,7 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
     _, (filtered, _) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
     W, log_norm = whitened_transforms(Ab, Q)
     x_pad, m_pad, num_blocks = _blocks(x, mask, nlags, block)
-    pi_T = pi.T
+    pi_T = jnp.swapaxes(pi, -1, -2)
 
     def frame_step(beta, inputs):
         # beta_t is p(x[t+1:] | z[t]) up to a constant; padding frames have likelihood one
@@ -266,7 +281,7 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
         # Scaled to a maximum of one before the product, so that products with floored
         # entries of pi do not flush to zero (the scale cancels in the normalisation).
         v = lik_t * beta
-        beta = jnp.matmul(v / jnp.max(v, axis=-1, keepdims=True), pi_T, precision=PRECISION)
+        beta = _propagate(v / jnp.max(v, axis=-1, keepdims=True), pi_T)
         return beta / jnp.sum(beta, axis=-1, keepdims=True), post
 
     def block_step(beta, inputs):
@@ -286,7 +301,7 @@ def smoothed_marginals(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     block: int = DEFAULT_BLOCK,
     sequence_chunk: int | None = None,
@@ -298,6 +313,10 @@ def smoothed_marginals(
     """
     if sequence_chunk is None or sequence_chunk >= x.shape[0]:
         return _smooth_given_filter(x, mask, Ab, Q, pi, block)
+    if pi.ndim == 3:  # each sequence's own pi: chunked with the sequences
+        smooth = lambda x_c, m_c, pi_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi_c, block)
+        post, unchunk = map_sequence_chunks(smooth, sequence_chunk, x, mask, pi)
+        return unchunk(post)
     smooth = lambda x_c, m_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi, block)
     post, unchunk = map_sequence_chunks(smooth, sequence_chunk, x, mask)
     return unchunk(post)

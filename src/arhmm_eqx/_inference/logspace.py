@@ -54,11 +54,11 @@ def stable_marginal_log_likelihood(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
 ) -> Float[Array, ""]:
     """`log p(x | Ab, Q, pi)` summed over sequences, through `forward_filter` (holds `N Tz K` log-likelihoods)."""
     ll = ar_log_likelihoods(x, mask, Ab, Q)
-    log_norms, _ = jax.vmap(forward_filter, in_axes=(0, None))(ll, pi)
+    log_norms, _ = jax.vmap(forward_filter, in_axes=(0, 0 if pi.ndim == 3 else None))(ll, pi)  # (N, K, K): groups
     return jnp.sum(log_norms)
 
 

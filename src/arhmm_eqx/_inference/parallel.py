@@ -105,7 +105,7 @@ def sample_given_uniforms(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
 ) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
     """Filter and sample every sequence with the given uniforms, as `blocked.sample_given_uniforms` does.
 
@@ -116,7 +116,8 @@ def sample_given_uniforms(
     sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
     """
     ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), 0 on masked frames
-    log_norms, filtered = jax.vmap(parallel_filter, in_axes=(0, None))(ll, pi)
-    z = jax.vmap(parallel_backward_sample, in_axes=(0, None, 0))(filtered, pi, uniforms)
+    pi_axis = 0 if pi.ndim == 3 else None  # (N, K, K): each sequence's own pi (groups)
+    log_norms, filtered = jax.vmap(parallel_filter, in_axes=(0, pi_axis))(ll, pi)
+    z = jax.vmap(parallel_backward_sample, in_axes=(0, pi_axis, 0))(filtered, pi, uniforms)
     log_joint_x = jnp.sum(jnp.take_along_axis(ll, z[..., None], axis=-1))
     return z, log_joint_x, jnp.sum(log_norms)

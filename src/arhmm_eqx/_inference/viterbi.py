@@ -15,7 +15,7 @@ from .._ar import ar_log_likelihoods
 from .._custom_types import Array, Float, Int
 
 
-def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Int[Array, "N Tz"]:
+def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"] | Float[Array, "N K K"]) -> Int[Array, "N Tz"]:
     """The most likely path of every sequence given its masked log-likelihoods `ll` `(N, Tz, K)`.
 
     Max-product forward pass over all sequences at once, keeping only the scores `(N, Tz, K)`
@@ -26,10 +26,13 @@ def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Int[
     shifted by their maximum at every step (which changes no argmax) so that they stay of
     order one in float32 however long the sequence is. Ties go to the lowest state index.
     """
-    log_pi_T = jnp.log(pi).T  # log_pi_T[j, i] = log pi[i, j]: the max runs over the last axis
+    log_pi_T = jnp.swapaxes(jnp.log(pi), -1, -2)  # log_pi_T[j, i] = log pi[i, j]: the max runs over the last axis
+    per_sequence = pi.ndim == 3  # (N, K, K): each sequence's own pi (groups)
+    rows = jnp.arange(ll.shape[0])
 
     def forward(score, ll_t):
-        best = jnp.max(score[:, None, :] + log_pi_T[None], axis=-1)  # (N, K): best path into j
+        lp = log_pi_T if per_sequence else log_pi_T[None]
+        best = jnp.max(score[:, None, :] + lp, axis=-1)  # (N, K): best path into j
         new = best + ll_t
         return new - jnp.max(new, axis=-1, keepdims=True), score
 
@@ -38,7 +41,8 @@ def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"]) -> Int[
     z_last = jnp.argmax(score_last, axis=-1).astype(jnp.int32)
 
     def backward(z_next, score_t):
-        z_t = jnp.argmax(score_t + log_pi_T[z_next], axis=-1).astype(jnp.int32)
+        lp = log_pi_T[rows, z_next] if per_sequence else log_pi_T[z_next]
+        z_t = jnp.argmax(score_t + lp, axis=-1).astype(jnp.int32)
         return z_t, z_t
 
     _, z_rest = lax.scan(backward, z_last, scores, reverse=True)  # (Tz - 1, N)
@@ -50,7 +54,7 @@ def viterbi_paths(
     mask: Float[Array, "N T"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
-    pi: Float[Array, "K K"],
+    pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     fill_value: int | None = -1,
 ) -> Int[Array, "N Tz"]:

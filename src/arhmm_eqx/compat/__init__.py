@@ -1,6 +1,8 @@
 """The reference (jax_moseq) AR-HMM API, as a thin layer over the native Modules and kernels.
 
-Module names map one to one: `jax_moseq.models.arhmm.gibbs` -> `arhmm_eqx.compat.gibbs`.
+Module names map one to one: `jax_moseq.models.arhmm.gibbs` -> `arhmm_eqx.compat.gibbs`
+(and `jax_moseq.models.arhmm.separate_trans` -> `arhmm_eqx.compat.separate_trans`, whose
+names stay in that module: its `resample_model` and `init_model` are the grouped ones).
 """
 
 from ._convert import model_from_dict as model_from_dict, model_to_dict as model_to_dict

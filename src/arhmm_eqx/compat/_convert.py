@@ -142,7 +142,14 @@ def model_from_dict(model: dict, data: dict | None = None) -> ARHMM:
     z = s["z"]
     if np.dtype(z.dtype) != np.int32:
         z = np.asarray(z).astype(np.int32)
-    return ARHMM(hyperparams_from_dict(model["hypparams"]), params, States(z=jax.device_put(z)))
+    hp = hyperparams_from_dict(model["hypparams"])
+    groups = s.get("groups")
+    if groups is not None:  # a model with per-group transition matrices (as `model_to_dict` writes it)
+        hp = Hyperparams(num_states=hp.num_states, latent_dim=hp.latent_dim, nlags=hp.nlags, alpha=hp.alpha,
+                         gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
+                         num_groups=int(np.shape(p["pi"])[0]))
+        groups = jax.device_put(np.asarray(groups).astype(np.int32))
+    return ARHMM(hp, params, States(z=jax.device_put(z), groups=groups))
 
 
 def model_to_dict(model: ARHMM, seed) -> dict:
@@ -163,9 +170,13 @@ def model_to_dict(model: ARHMM, seed) -> dict:
     z = model.states.z
     if z.dtype != default_int():
         z = jax.device_put(np.asarray(z).astype(default_int()))
+    states = {"z": z}
+    if hp.num_groups is not None:  # per-group transition matrices: pi is (G, K, K)
+        trans["num_groups"] = hp.num_groups
+        states["groups"] = model.states.groups
     return {
         "seed": canonicalize_key(seed),
-        "states": {"z": z},
+        "states": states,
         "params": {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas},
         "hypparams": {"trans_hypparams": trans, "ar_hypparams": ar},
     }

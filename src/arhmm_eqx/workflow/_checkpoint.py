@@ -130,6 +130,8 @@ def save_checkpoint(
         "user": metadata or {},
         "sweep_options": sweep_options or {},
     }
+    if hp.num_groups is not None:  # per-group transition matrices: the skeleton needs G
+        meta["num_groups"] = hp.num_groups
     meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
     text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -233,11 +235,18 @@ def _skeleton(meta: dict, path: Path):
         raise CheckpointError(f"checkpoint {str(path)!r} holds 64-bit arrays; enable them before loading with "
                               "`jax.config.update('jax_enable_x64', True)`.")
 
+    G = meta.get("num_groups")
+    if G is not None and not (isinstance(G, int) and G >= 1):
+        raise _corrupt(path, f"`num_groups` is {G!r}")
+
     def build():
         A = D * L + 1
-        model = ARHMM(Hyperparams.from_scales(K, D, L),
-                      Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros((K, K)), betas=jnp.zeros(K)),
-                      States(z=jnp.zeros((1, 1), jnp.int32)))
+        pi_shape = (K, K) if G is None else (G, K, K)
+        groups = None if G is None else jnp.zeros((1,), jnp.int32)
+        model = ARHMM(Hyperparams.from_scales(K, D, L, num_groups=G),
+                      Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros(pi_shape),
+                             betas=jnp.zeros(K)),
+                      States(z=jnp.zeros((1, 1), jnp.int32), groups=groups))
         return model, _scalar_info(jnp.zeros(()).dtype)
 
     treedef = jtu.tree_structure(eqx.filter_eval_shape(build))
@@ -354,7 +363,9 @@ def _check_model_arrays(flat: dict[str, np.ndarray], path: str) -> None:
     def fail(name, k, what):
         raise ValueError(f"model file {path!r}: {name} of state {k} {what}; it is not a valid fitted model.")
 
-    Ab, Q, pi = get("params/Ab", 3), get("params/Q", 3), get("params/pi", 2)
+    grouped = "states/groups" in flat  # per-group transition matrices: pi is (G, K, K), rows checked alike
+    Ab, Q = get("params/Ab", 3), get("params/Q", 3)
+    pi = get("params/pi", 3).reshape(-1, Ab.shape[-3]) if grouped else get("params/pi", 2)
     for k in range(Ab.shape[0]):
         if not np.isfinite(Ab[k]).all():
             fail("params/Ab", k, "holds NaN or inf")

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="cut recordings into overlapping segments of this many frames")
     fit.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
                      help="centre and scale each dimension first")
+    fit.add_argument("--groups", default=None, metavar="GROUPS.csv",
+                     help="CSV of `recording,group` rows (a header row is optional): one transition matrix per "
+                          "group (genotype, treatment, ...), sharing the states and their dynamics")
     fit.add_argument("--sequence-chunk", type=_positive(int), default=None,
                      help="sample states this many sequences at a time (bounds memory)")
     res = sub.add_parser("resume", help="continue a fit from its newest checkpoint, then write the results")
@@ -121,7 +124,35 @@ def _load_data(path, options: dict, standardizer=None):
     elif options["standardize"]:
         recs, standardizer = standardize(recs)
         standardizer = {"mean": standardizer.mean, "matrix": standardizer.matrix}
-    return prepare_recordings(recs, nlags=options["nlags"], segment_length=options["segment_length"]), standardizer
+    dataset = prepare_recordings(recs, nlags=options["nlags"], segment_length=options["segment_length"],
+                                 groups=options.get("groups"))
+    return dataset, standardizer
+
+
+def read_groups_csv(path) -> dict[str, str]:
+    """`{recording: group}` from a CSV of `recording,group` rows; a first row `recording,group`
+    (any capitalisation) is a header. Errors name the file and the row."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--groups: {str(path)!r} does not exist; pass a CSV of `recording,group` rows.")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["recording", "group"]:
+        rows = rows[1:]
+    out: dict[str, str] = {}
+    for i, row in enumerate(rows, 1):
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ValueError(f"--groups: row {i} of {str(path)!r} is {row!r}; each row must be `recording,group`.")
+        name, group = row[0].strip(), row[1].strip()
+        if name in out and out[name] != group:
+            raise ValueError(f"--groups: recording {name!r} has two groups in {str(path)!r} "
+                             f"({out[name]!r}, {group!r}).")
+        out[name] = group
+    if not out:
+        raise ValueError(f"--groups: {str(path)!r} has no `recording,group` rows.")
+    return out
 
 
 _TABLES = ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")
@@ -133,7 +164,8 @@ _CHAIN_OPTIONS = ("seed", "data_sha256", "num_states", "nlags", "kappa", "alpha"
 
 def _fit_outputs(options: dict) -> list[str]:
     return ["run.json", "checkpoints", "model.npz", *_TABLES, *_FIGURES] + (
-        ["standardizer.npz"] if options["standardize"] else [])
+        ["standardizer.npz"] if options["standardize"] else []) + (
+        ["group_usages.csv"] if options.get("groups") else [])
 
 
 def _chain_keys(seed: int):
@@ -171,9 +203,10 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     dataset, standardizer = _load_data(data, options)
     o = options
     hp = Hyperparams.from_scales(o["num_states"], dataset.latent_dim, o["nlags"], alpha=o["alpha"], gamma=o["gamma"],
-                                 kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"])
+                                 kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"],
+                                 num_groups=dataset.num_groups)
     key_init, key_fit = _chain_keys(o["seed"])
-    model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init)
+    model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init, groups=dataset.groups)
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
     leader = _barrier("checked")  # every process has checked the folder before process 0 writes to it
     if leader:
@@ -232,7 +265,10 @@ def _follower_exit(result) -> int:
 
 
 def _chain_identity(run: dict) -> dict:
-    return {k: run[k] for k in _CHAIN_OPTIONS}
+    identity = {k: run[k] for k in _CHAIN_OPTIONS}
+    if run.get("groups") is not None:  # a grouped fit: its groups are part of the chain
+        identity["groups"] = run["groups"]
+    return identity
 
 
 def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
@@ -246,7 +282,8 @@ def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
     if key_meta(meta["key"])["data"] != key_meta(_chain_keys(run["seed"])[1])["data"]:
         problems.append(f"its key is not that of --seed {run['seed']}")
     if saved != _chain_identity(run):
-        differ = sorted(k for k in _CHAIN_OPTIONS if not isinstance(saved, dict) or saved.get(k) != run[k])
+        differ = sorted(k for k in (*_CHAIN_OPTIONS, "groups")
+                        if not isinstance(saved, dict) or saved.get(k) != _chain_identity(run).get(k))
         problems.append("its " + ", ".join(differ) + " differ" + ("s" if len(differ) == 1 else ""))
     if meta["sweep_options"] != expected:
         problems.append("its sweep options differ")
@@ -357,6 +394,10 @@ def _read_run(out: Path) -> dict:
                                        wrong and "invalid " + ", ".join(wrong)]))
         raise ValueError(f"{str(path)!r} is damaged or not from this version of arhmm-eqx ({what}).")
     run.setdefault("demo", False)
+    groups = run.setdefault("groups", None)
+    if groups is not None and not (isinstance(groups, dict) and groups
+                                   and all(isinstance(k, str) and isinstance(v, str) for k, v in groups.items())):
+        raise ValueError(f"{str(path)!r} is damaged or not from this version of arhmm-eqx (invalid groups).")
     return run
 
 
@@ -449,6 +490,8 @@ def apply_job(fitted, data, out) -> int:
     if not (fitted / "model.npz").is_file():
         raise FileNotFoundError(f"{str(fitted)!r} has no fitted model (model.npz); finish the fit first with "
                                 f"`arhmm-eqx resume {fitted}`.")
+    if run.get("groups") is not None:
+        raise ValueError(f"{str(fitted)!r} is a fit with groups (--groups); `apply` takes fits without groups.")
     model = load_moseq_model(fitted / "model.npz")
     standardizer = _read_standardizer(fitted) if run["standardize"] else None
     dataset, _ = _load_data(data, run, standardizer)
@@ -546,6 +589,8 @@ def main(argv=None) -> int:
             options = {k: getattr(args, k) for k in ("num_states", "nlags", "kappa", "alpha", "gamma", "s0_scale",
                                                      "k0_scale", "iters", "save_every", "seed", "segment_length",
                                                      "standardize", "sequence_chunk")}
+            if args.groups is not None:  # only then, so a fit without groups keeps the run file of before
+                options["groups"] = read_groups_csv(args.groups)
             return fit_job(args.data, args.out, options, progress=progress)
         if args.command == "resume":
             return resume_job(args.out, args.iters, progress=progress)

@@ -44,10 +44,26 @@ class Dataset(eqx.Module):
     names: tuple[str, ...] = eqx.field(static=True)
     lengths: tuple[int, ...] = eqx.field(static=True)
     segments: tuple[Segment, ...] = eqx.field(static=True)
+    # Per-group transition matrices: the group index of each row (that of its recording) and
+    # the group labels in index order; None when `prepare_recordings` had no `groups`.
+    groups: Array | None = None
+    group_names: tuple[str, ...] | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         if len(self.segments) != self.x.shape[0]:
             raise ValueError(f"`segments` has {len(self.segments)} entries but `x` has {self.x.shape[0]} rows.")
+
+    @property
+    def num_groups(self) -> int | None:
+        """`G`, the number of groups (`Hyperparams(..., num_groups=dataset.num_groups)`), or None."""
+        return None if self.group_names is None else len(self.group_names)
+
+    def recording_groups(self) -> dict[str, str]:
+        """`{recording name: group label}` (empty without groups)."""
+        if self.group_names is None:
+            return {}
+        g = np.asarray(self.groups)
+        return {self.names[seg.recording]: self.group_names[g[row]] for row, seg in enumerate(self.segments)}
 
     @property
     def duplicated_frames(self) -> int:
@@ -188,6 +204,7 @@ def prepare_recordings(
     segment_length: int | None = None,
     overlap: int | None = None,
     dtype=jnp.float32,
+    groups: Mapping[str, object] | None = None,
 ) -> Dataset:
     """Pad recordings of different lengths, and optionally cut them into overlapping segments.
 
@@ -210,6 +227,11 @@ def prepare_recordings(
       price of `overlap - nlags` frames per cut inferred twice and counted twice by the
       sampler (`Dataset.duplicated_frames` says how many).
     - `dtype`: floating dtype of `x` and `mask`.
+    - `groups`: `{name: group label}`, one label for every recording (genotype, treatment,
+      ...), for a model with one transition matrix per group. The labels are sorted (as
+      strings) and numbered `0 .. G-1`; every row gets its recording's number in
+      `Dataset.groups` (pass it as `groups=` to `ARHMM.from_prior`, and `Dataset.num_groups`
+      as `Hyperparams(..., num_groups=)`); `Dataset.group_names` keeps the labels.
 
     **Returns:**
 
@@ -258,10 +280,35 @@ def prepare_recordings(
     for n, (r, v) in enumerate(zip(rows, valid_rows)):
         x[n, : r.shape[0]] = r
         mask[n, : r.shape[0]] = v
+    group_index, group_names = _group_labels(groups, recs)
+    row_groups = None if groups is None else jnp.asarray([group_index[s.recording] for s in segments], jnp.int32)
     return Dataset(
         x=jnp.asarray(x), mask=jnp.asarray(mask), nlags=nlags, names=tuple(recs),
         lengths=tuple(r.shape[0] for r in recs.values()), segments=tuple(segments),
+        groups=row_groups, group_names=group_names,
     )
+
+
+def _group_labels(groups: Mapping[str, object] | None, recs: dict) -> tuple[list[int] | None, tuple[str, ...] | None]:
+    """The group number of every recording (in the order of `recs`) and the sorted labels."""
+    if groups is None:
+        return None, None
+    if not isinstance(groups, Mapping):
+        raise TypeError(f"`groups` must be a mapping {{recording name: group label}}; got {type(groups).__name__}.")
+    missing = [name for name in recs if name not in groups]
+    unknown = [name for name in groups if name not in recs]
+    if missing or unknown:
+        raise ValueError(
+            "`groups` must give a group to every recording and name no other: "
+            + (f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}" if unknown else "")
+            + f". The recordings are {list(recs)[:5]}{' ...' if len(recs) > 5 else ''}."
+        )
+    labels = {name: str(groups[name]) for name in recs}
+    names = tuple(sorted(set(labels.values())))
+    number = {label: i for i, label in enumerate(names)}
+    return [number[labels[name]] for name in recs], names
 
 
 def load_recordings(path: str | os.PathLike) -> dict[str, np.ndarray]:

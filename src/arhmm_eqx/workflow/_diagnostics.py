@@ -12,6 +12,7 @@ import numpy as np
 
 from .._checks import check_data
 from .._custom_types import ArrayLike, Real, Shaped
+from .._group_transitions import sequence_pi
 from .._inference import marginal_log_likelihood
 from .._model import ARHMM
 
@@ -175,7 +176,7 @@ class EMLScores(eqx.Module):
 def _marginals(models, x, mask, per_chain_data: bool):
     def ll(m, x_j, mask_j):
         p = m.params
-        return marginal_log_likelihood(x_j, mask_j, p.Ab, p.Q, p.pi)
+        return marginal_log_likelihood(x_j, mask_j, p.Ab, p.Q, sequence_pi(p.pi, m.states.groups))  # groups: own pi
 
     if not per_chain_data:
         return eqx.filter_vmap(lambda m: ll(m, x, mask))(models)

@@ -113,8 +113,9 @@ def relabel_by_usage(model: ARHMM, mask: ArrayLike) -> tuple[ARHMM, np.ndarray]:
     inverse = np.empty(K, np.int32)
     inverse[perm] = np.arange(K, dtype=np.int32)
     idx = jnp.asarray(perm)
-    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=p.pi[idx][:, idx], betas=p.betas[idx])
-    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype))
+    pi = p.pi[idx][:, idx] if p.pi.ndim == 2 else p.pi[:, idx][:, :, idx]  # (G, K, K): every group's matrix
+    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=pi, betas=p.betas[idx])
+    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype), groups=model.states.groups)
     return ARHMM(hp, params, states), perm
 
 
@@ -170,6 +171,12 @@ class Results(eqx.Module):
     transition_counts: np.ndarray
     runs: dict[str, np.ndarray]
     marginals: dict[str, np.ndarray] | None = None
+    # With groups (`prepare_recordings(..., groups=)`): `{recording: group label}`, and per
+    # group label its usages `(K,)`, transition counts `(K, K)` and the model's `pi[g]` `(K, K)`.
+    groups: dict[str, str] | None = None
+    group_usages: dict[str, np.ndarray] | None = None
+    group_transition_counts: dict[str, np.ndarray] | None = None
+    group_pi: dict[str, np.ndarray] | None = None
 
     @property
     def durations(self) -> np.ndarray:
@@ -211,7 +218,31 @@ def summarize(model: ARHMM, dataset: Dataset, *, marginals: bool | ArrayLike = F
     return Results(
         names=dataset.names, num_states=K, states=states, usages=state_usages(z, None, K),
         transition_counts=transition_matrix(z, None, K, normalize=False), runs=runs(z, None), marginals=unbatched,
+        **_group_summaries(model, dataset, states),
     )
+
+
+def _group_summaries(model: ARHMM, dataset: Dataset, states: dict[str, np.ndarray]) -> dict:
+    """The per-group fields of `Results` (none without groups): usages and transition counts of
+    each group's recordings, and the model's transition matrix of each group."""
+    if dataset.group_names is None:
+        return {}
+    if model.hyperparams.num_groups != dataset.num_groups:
+        raise ValueError(
+            f"`dataset` has {dataset.num_groups} groups but the model has num_groups = "
+            f"{model.hyperparams.num_groups}; fit the model with `Hyperparams(..., num_groups=dataset.num_groups)`."
+        )
+    K = model.hyperparams.num_states
+    of = dataset.recording_groups()
+    pi = np.asarray(model.params.pi)
+    usages, counts, pis = {}, {}, {}
+    for g, label in enumerate(dataset.group_names):
+        members = {n: s for n, s in states.items() if of[n] == label}
+        z = _padded(members) if members else np.full((1, 1), -1, np.int64)
+        usages[label] = state_usages(z, None, K)
+        counts[label] = transition_matrix(z, None, K, normalize=False)
+        pis[label] = pi[g]
+    return dict(groups=of, group_usages=usages, group_transition_counts=counts, group_pi=pis)
 
 
 def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
@@ -223,7 +254,10 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
     - `states.csv`: columns `recording, frame, state` (state -1 where a frame has none);
     - `usages.csv`: `state, frames, usage, runs, median_duration` (durations in frames);
     - `durations.csv`: one row per run: `recording, start, state, duration`;
-    - `transitions.csv`: the row-normalised `(K, K)` transition matrix, `from_state` then one column per state.
+    - `transitions.csv`: the row-normalised `(K, K)` transition matrix, `from_state` then one column per state;
+    - with groups, `group_usages.csv` (`group, state, usage`) and in `results.npz`
+      `group_of_recording` and, per group label, `group_usages/<g>`,
+      `group_transition_counts/<g>`, `group_transition_matrix/<g>` and the model's `group_pi/<g>`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +269,15 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
     }
     if r.marginals is not None:
         arrays.update({f"marginals/{n}": m for n, m in r.marginals.items()})
+    if r.groups is not None:  # per group: usages, empirical transitions and the model's pi[g]
+        arrays["group_of_recording"] = np.asarray([r.groups[n] for n in r.names])
+        for label in r.group_usages:
+            c = r.group_transition_counts[label]
+            rows = c.sum(axis=1, keepdims=True)
+            arrays[f"group_usages/{label}"] = r.group_usages[label]
+            arrays[f"group_transition_counts/{label}"] = c
+            arrays[f"group_transition_matrix/{label}"] = np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
+            arrays[f"group_pi/{label}"] = r.group_pi[label]
     paths = [out / name for name in ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -254,6 +297,11 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
         paths[4]: (["from_state", *range(K)], [(k, *(f"{v:.6g}" for v in row)) for k, row in
                                                   enumerate(r.transition_matrix())]),
     }
+    if r.groups is not None:
+        group_path = out / "group_usages.csv"
+        paths.append(group_path)
+        tables[group_path] = (["group", "state", "usage"],
+                              [(label, k, f"{u[k]:.6g}") for label, u in r.group_usages.items() for k in range(K)])
     for path, (header, rows) in tables.items():
         text = io.StringIO(newline="")
         writer = csv.writer(text)
