@@ -11,6 +11,7 @@ import jax.random as jr
 
 from ._ar import resample_ar_params
 from ._checks import check_int
+from ._concentrations import resample_hdp_with_concentrations
 from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
 from ._hyperparams import Hyperparams
 from ._inference import sample_stateseqs
@@ -49,6 +50,8 @@ class GibbsInfo(eqx.Module):
     - `num_states_used`: states that label at least one valid frame.
     - `median_duration`: median run length of the states, in frames.
     - `ok`: False when any parameter or likelihood is not finite.
+    - `alpha`, `gamma`, `kappa`: the concentrations after the sweep, only when the model
+      learns them (`Hyperparams.concentrations`); `None` otherwise.
     """
 
     log_joint_x: Float[Array, ""]
@@ -56,6 +59,9 @@ class GibbsInfo(eqx.Module):
     num_states_used: Int[Array, ""]
     median_duration: Float[Array, ""]
     ok: Bool[Array, ""]
+    alpha: Float[Array, ""] | None = None
+    gamma: Float[Array, ""] | None = None
+    kappa: Float[Array, ""] | None = None
 
 
 def gibbs_sweep(
@@ -71,7 +77,10 @@ def gibbs_sweep(
 
     `x` and `mask` must already be checked and cleaned (`_checks.clean_data`), in the dtype
     of `params`. The key is split into three named subkeys whether or not
-    `options.states_only` is set.
+    `options.states_only` is set. With `hyperparams.concentrations` set, the transition
+    block also learns the concentrations (`_concentrations.resample_hdp_with_concentrations`)
+    and `GibbsInfo.alpha`, `gamma`, `kappa` hold their new values (`_model.sweep` puts them
+    into the new model's hyperparameters).
     """
     hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
@@ -79,10 +88,17 @@ def gibbs_sweep(
     z, Ab, Q, pi, betas = states.z, p.Ab, p.Q, p.pi, p.betas
     x = x.astype(Ab.dtype)
     mask = mask.astype(Ab.dtype)
-    if not options.states_only:
+    conc = hp.concentrations
+    alpha, gamma, kappa = hp.alpha, hp.gamma, hp.kappa
+    if not options.states_only and conc is None:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
         )
+    elif not options.states_only:
+        betas, pi, alpha, gamma, kappa = resample_hdp_with_concentrations(
+            key_trans, z, mask, betas, alpha=alpha, kappa=kappa, gamma=gamma, prior=conc, num_states=K, nlags=L
+        )
+    if not options.states_only:
         Ab, Q = resample_ar_params(
             key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
         )
@@ -95,6 +111,10 @@ def gibbs_sweep(
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
         & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
     )
+    learned = {}
+    if conc is not None:
+        learned = {k: jnp.asarray(v, Ab.dtype) for k, v in (("alpha", alpha), ("gamma", gamma), ("kappa", kappa))}
+        ok = ok & jnp.all(jnp.isfinite(jnp.stack(list(learned.values()))))
     valid = mask[:, L:] > 0
     info = GibbsInfo(
         log_joint_x=log_joint_x,
@@ -102,5 +122,6 @@ def gibbs_sweep(
         num_states_used=num_states_used(z, valid, K),
         median_duration=median_duration(z, valid).astype(Ab.dtype),
         ok=ok,
+        **learned,
     )
     return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z), info

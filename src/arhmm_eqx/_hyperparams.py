@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_int, check_positive, local_values
+from ._concentrations import ConcentrationPrior
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
 
@@ -56,6 +57,9 @@ class Hyperparams(eqx.Module):
     - `num_states` (`K`), `latent_dim` (`D`), `nlags` (`L`): Python ints.
     - `alpha`, `gamma`, `kappa`: HDP concentration, top-level concentration, stickiness.
     - `nu_0`, `S_0` `(D, D)`, `M_0` `(D, A)`, `K_0` `(A, A)`: the MNIW prior of `(Ab, Q)`.
+    - `concentrations`: `None` (the default: `alpha`, `gamma`, `kappa` fixed) or a
+      `ConcentrationPrior`, with which each Gibbs sweep learns them (model.md, "Learned
+      concentrations") and returns them in the new model's `hyperparams`.
     """
 
     num_states: int = eqx.field(static=True)
@@ -68,6 +72,7 @@ class Hyperparams(eqx.Module):
     S_0: Float[Array, "D D"] = eqx.field(converter=_as_float_array)
     M_0: Float[Array, "D A"] = eqx.field(converter=_as_float_array)
     K_0: Float[Array, "A A"] = eqx.field(converter=_as_float_array)
+    concentrations: ConcentrationPrior | None = None
 
     @property
     def ar_dim(self) -> int:
@@ -85,14 +90,21 @@ class Hyperparams(eqx.Module):
                     f"got {getattr(self, name).shape}."
                 )
         check_hyperparam_values(self)
+        if self.concentrations is not None and not isinstance(self.concentrations, ConcentrationPrior):
+            raise TypeError("`concentrations` must be None or a `ConcentrationPrior`; "
+                            f"got {type(self.concentrations).__name__}.")
 
     def astype(self, dtype) -> "Hyperparams":
         """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""
         names = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
-        if all(getattr(self, k).dtype == dtype for k in names):
+        conc = self.concentrations
+        if all(getattr(self, k).dtype == dtype for k in names) and (conc is None or conc.astype(dtype) is conc):
             return self
-        return eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
-                           [getattr(self, k).astype(dtype) for k in names])
+        out = eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
+                          [getattr(self, k).astype(dtype) for k in names])
+        if conc is not None:
+            out = eqx.tree_at(lambda h: h.concentrations, out, conc.astype(dtype))
+        return out
 
     def prior_kwargs(self, dtype) -> dict:
         """`{alpha, kappa, nu_0, S_0, M_0, K_0}` in `dtype`: the arguments of the log prior
@@ -111,9 +123,11 @@ class Hyperparams(eqx.Module):
         kappa=1e6,
         S_0_scale=0.01,
         K_0_scale=10.0,
+        concentrations: ConcentrationPrior | None = None,
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
-        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
+        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there.
+        `concentrations`: a `ConcentrationPrior` to learn `alpha`, `gamma` (and `kappa`)."""
         check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
@@ -130,6 +144,7 @@ class Hyperparams(eqx.Module):
             S_0=jnp.asarray(S_0_scale, dtype) * jnp.eye(D, dtype=dtype),
             M_0=jnp.asarray(default_M_0(D, nlags), dtype),
             K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
+            concentrations=concentrations,
         )
 
     @classmethod

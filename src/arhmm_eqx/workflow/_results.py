@@ -161,6 +161,8 @@ class Results(eqx.Module):
     - `marginals`: `{name: (T_i, K)}` smoothed state probabilities (NaN where no state), or `None`.
     - `usages` `(K,)`, `transition_counts` `(K, K)` (consecutive valid frames),
       `runs` (see `runs`, with `sequence` indexing `names`), `names`, `num_states`.
+    - `concentrations`: `{"alpha", "gamma", "kappa"}` of the model when it learns them
+      (`Hyperparams.concentrations`), else `None`.
     """
 
     names: tuple[str, ...]
@@ -170,6 +172,7 @@ class Results(eqx.Module):
     transition_counts: np.ndarray
     runs: dict[str, np.ndarray]
     marginals: dict[str, np.ndarray] | None = None
+    concentrations: dict[str, float] | None = None
 
     @property
     def durations(self) -> np.ndarray:
@@ -208,9 +211,12 @@ def summarize(model: ARHMM, dataset: Dataset, *, marginals: bool | ArrayLike = F
     if marginals is True:
         marginals = model.stateseq_marginals(dataset.x, dataset.mask)
     unbatched = None if marginals is False else dataset.unbatch(np.asarray(marginals))
+    hp = model.hyperparams
+    learned = None if hp.concentrations is None else {k: float(getattr(hp, k)) for k in ("alpha", "gamma", "kappa")}
     return Results(
         names=dataset.names, num_states=K, states=states, usages=state_usages(z, None, K),
         transition_counts=transition_matrix(z, None, K, normalize=False), runs=runs(z, None), marginals=unbatched,
+        concentrations=learned,
     )
 
 
@@ -219,7 +225,8 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
 
     - `results.npz`: `names`, `usages`, `transition_counts`, `transition_matrix`, the run
       table (`run_sequence`, `run_start`, `run_state`, `run_duration`), and one array
-      `states/<name>` (and `marginals/<name>`) per recording;
+      `states/<name>` (and `marginals/<name>`) per recording; with learned concentrations
+      also `concentration_alpha`, `concentration_gamma`, `concentration_kappa`;
     - `states.csv`: columns `recording, frame, state` (state -1 where a frame has none);
     - `usages.csv`: `state, frames, usage, runs, median_duration` (durations in frames);
     - `durations.csv`: one row per run: `recording, start, state, duration`;
@@ -235,6 +242,8 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
     }
     if r.marginals is not None:
         arrays.update({f"marginals/{n}": m for n, m in r.marginals.items()})
+    if r.concentrations is not None:  # the learned values, as `concentration_alpha`, ...
+        arrays.update({f"concentration_{k}": np.asarray(v) for k, v in r.concentrations.items()})
     paths = [out / name for name in ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
