@@ -8,6 +8,8 @@ a file in the temporary directory, as a user's recordings would be. Run from the
     .venv/bin/python benchmarks/bench_sweep.py --only moseq      # one workload
     .venv/bin/python benchmarks/bench_sweep.py --custom 4 10000 10 3 50
     .venv/bin/python benchmarks/bench_sweep.py --only moseq --groups 4   # per-group transitions
+    .venv/bin/python benchmarks/bench_sweep.py --only moseq --learn-concentrations   # alpha, gamma learned
+    .venv/bin/python benchmarks/bench_sweep.py --only moseq --learn-kappa            # kappa too
 
 Columns: workload, N, T, D, L, K, frames, compile (s, first call minus a warm call),
 sweep (s, median of --repeats warm sweeps, each ended by block_until_ready), peak RSS
@@ -77,7 +79,7 @@ def make_data(N, T, D, L, K):
         os.replace(path + ".tmp.npy", path)
 
 
-def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False, groups=None):
+def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False, groups=None, learn=None):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
@@ -87,7 +89,9 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=F
 
     x = jnp.asarray(np.load(data_path(N, T, D, L, K)))
     mask = jnp.ones((N, T), jnp.float32)
-    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, num_groups=groups)
+    conc = None if learn is None else ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")
+    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, num_groups=groups,
+                                    concentrations=conc)
     # with groups, sequences are dealt to the groups in turn
     labels = None if groups is None else np.arange(N) % groups
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1), groups=labels)
@@ -123,6 +127,8 @@ def main():
     parser.add_argument("--parallel", action="store_true", help="parallel-in-time filter and sampler")
     parser.add_argument("--groups", type=int, default=None,
                         help="per-group transition matrices with this many groups (sequences dealt in turn)")
+    parser.add_argument("--learn-concentrations", action="store_true", help="the sweep learns alpha and gamma")
+    parser.add_argument("--learn-kappa", action="store_true", help="the sweep learns alpha, gamma and kappa")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,7 +148,8 @@ def main():
     print("-" * len(header))
     for name, (N, T, D, L, K) in todo:
         spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa,
-                    sequence_chunk=args.sequence_chunk, parallel=args.parallel, groups=args.groups)
+                    sequence_chunk=args.sequence_chunk, parallel=args.parallel, groups=args.groups,
+                    learn="kappa" if args.learn_kappa else ("alpha_gamma" if args.learn_concentrations else None))
         subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)

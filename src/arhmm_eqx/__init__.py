@@ -20,6 +20,7 @@ from ._chains import (
     kappa_scan as kappa_scan,
     run_chains as run_chains,
 )
+from ._concentrations import ConcentrationPrior as ConcentrationPrior
 from ._em import (
     EMInfo as EMInfo,
     fit_em as fit_em,

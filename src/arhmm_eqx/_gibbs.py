@@ -11,6 +11,7 @@ import jax.random as jr
 
 from ._ar import resample_ar_params
 from ._checks import check_int
+from ._concentrations import resample_hdp_with_concentrations
 from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
 from ._group_transitions import resample_group_transitions, sequence_pi
 from ._hyperparams import Hyperparams
@@ -51,6 +52,8 @@ class GibbsInfo(eqx.Module):
     - `num_states_used`: states that label at least one valid frame.
     - `median_duration`: median run length of the states, in frames.
     - `ok`: False when any parameter or likelihood is not finite.
+    - `alpha`, `gamma`, `kappa`: the concentrations after the sweep, only when the model
+      learns them (`Hyperparams.concentrations`); `None` otherwise.
     """
 
     log_joint_x: Float[Array, ""]
@@ -58,6 +61,9 @@ class GibbsInfo(eqx.Module):
     num_states_used: Int[Array, ""]
     median_duration: Float[Array, ""]
     ok: Bool[Array, ""]
+    alpha: Float[Array, ""] | None = None
+    gamma: Float[Array, ""] | None = None
+    kappa: Float[Array, ""] | None = None
 
 
 def gibbs_sweep(
@@ -75,7 +81,10 @@ def gibbs_sweep(
     of `params`. The key is split into three named subkeys whether or not
     `options.states_only` is set. With `hyperparams.num_groups`, the transition block is
     the per-group one (`_group_transitions`) and each sequence's states are drawn with its
-    group's `pi[states.groups[n]]`.
+    group's `pi[states.groups[n]]`. With `hyperparams.concentrations` set, the transition
+    block also learns the concentrations (`_concentrations.resample_hdp_with_concentrations`)
+    and `GibbsInfo.alpha`, `gamma`, `kappa` hold their new values (`_model.sweep` puts them
+    into the new model's hyperparameters).
     """
     hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
@@ -84,14 +93,20 @@ def gibbs_sweep(
     x = x.astype(Ab.dtype)
     mask = mask.astype(Ab.dtype)
     groups = states.groups
+    conc = hp.concentrations
+    alpha, gamma, kappa = hp.alpha, hp.gamma, hp.kappa
     if not options.states_only and hp.num_groups is not None:  # one pi per group, shared betas
         betas, pi = resample_group_transitions(
             key_trans, z, mask, groups, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K,
             num_groups=hp.num_groups, nlags=L,
         )
-    elif not options.states_only:
+    elif not options.states_only and conc is None:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
+        )
+    elif not options.states_only:
+        betas, pi, alpha, gamma, kappa = resample_hdp_with_concentrations(
+            key_trans, z, mask, betas, alpha=alpha, kappa=kappa, gamma=gamma, prior=conc, num_states=K, nlags=L
         )
     if not options.states_only:
         Ab, Q = resample_ar_params(
@@ -107,6 +122,10 @@ def gibbs_sweep(
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
         & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
     )
+    learned = {}
+    if conc is not None:
+        learned = {k: jnp.asarray(v, Ab.dtype) for k, v in (("alpha", alpha), ("gamma", gamma), ("kappa", kappa))}
+        ok = ok & jnp.all(jnp.isfinite(jnp.stack(list(learned.values()))))
     valid = mask[:, L:] > 0
     info = GibbsInfo(
         log_joint_x=log_joint_x,
@@ -114,5 +133,6 @@ def gibbs_sweep(
         num_states_used=num_states_used(z, valid, K),
         median_duration=median_duration(z, valid).astype(Ab.dtype),
         ok=ok,
+        **learned,
     )
     return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z, groups=groups), info

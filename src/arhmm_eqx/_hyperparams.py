@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_int, check_positive, local_values
+from ._concentrations import ConcentrationPrior
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
 
@@ -58,6 +59,9 @@ class Hyperparams(eqx.Module):
     - `nu_0`, `S_0` `(D, D)`, `M_0` `(D, A)`, `K_0` `(A, A)`: the MNIW prior of `(Ab, Q)`.
     - `num_groups` (`G`, static, default None): with `G`, each group of sequences has its own
       transition matrix, `pi` of shape `(G, K, K)`, sharing `betas`; None is one `pi` `(K, K)`.
+    - `concentrations`: `None` (the default: `alpha`, `gamma`, `kappa` fixed) or a
+      `ConcentrationPrior`, with which each Gibbs sweep learns them (model.md, "Learned
+      concentrations") and returns them in the new model's `hyperparams`.
     """
 
     num_states: int = eqx.field(static=True)
@@ -73,6 +77,7 @@ class Hyperparams(eqx.Module):
     # Per-group transition matrices (model.md, "Groups"): None is the model with one `pi`
     # `(K, K)`; `G` gives every group of sequences its own `pi[g]` around the shared `betas`.
     num_groups: int | None = eqx.field(default=None, static=True)
+    concentrations: ConcentrationPrior | None = None
 
     @property
     def ar_dim(self) -> int:
@@ -91,14 +96,24 @@ class Hyperparams(eqx.Module):
                     f"got {getattr(self, name).shape}."
                 )
         check_hyperparam_values(self)
+        if self.concentrations is not None and not isinstance(self.concentrations, ConcentrationPrior):
+            raise TypeError("`concentrations` must be None or a `ConcentrationPrior`; "
+                            f"got {type(self.concentrations).__name__}.")
+        if self.concentrations is not None and self.num_groups is not None:
+            raise ValueError("learned `concentrations` with per-group transition matrices (`num_groups`) are not "
+                             "supported yet: pass one of the two (fixed concentrations with groups, or no groups).")
 
     def astype(self, dtype) -> "Hyperparams":
         """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""
         names = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
-        if all(getattr(self, k).dtype == dtype for k in names):
+        conc = self.concentrations
+        if all(getattr(self, k).dtype == dtype for k in names) and (conc is None or conc.astype(dtype) is conc):
             return self
-        return eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
-                           [getattr(self, k).astype(dtype) for k in names])
+        out = eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
+                          [getattr(self, k).astype(dtype) for k in names])
+        if conc is not None:
+            out = eqx.tree_at(lambda h: h.concentrations, out, conc.astype(dtype))
+        return out
 
     def prior_kwargs(self, dtype) -> dict:
         """`{alpha, kappa, nu_0, S_0, M_0, K_0}` in `dtype`: the arguments of the log prior
@@ -118,10 +133,12 @@ class Hyperparams(eqx.Module):
         S_0_scale=0.01,
         K_0_scale=10.0,
         num_groups: int | None = None,
+        concentrations: ConcentrationPrior | None = None,
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
         `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there.
-        `num_groups`: one transition matrix per group of sequences (None: one for all)."""
+        `num_groups`: one transition matrix per group of sequences (None: one for all).
+        `concentrations`: a `ConcentrationPrior` to learn `alpha`, `gamma` (and `kappa`)."""
         check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
@@ -139,6 +156,7 @@ class Hyperparams(eqx.Module):
             M_0=jnp.asarray(default_M_0(D, nlags), dtype),
             K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
             num_groups=num_groups,
+            concentrations=concentrations,
         )
 
     @classmethod

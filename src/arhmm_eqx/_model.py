@@ -261,7 +261,10 @@ def _log_posterior_jit(model: ARHMM, x, mask):
 def sweep(key: PRNGKeyArray, model: ARHMM, x, mask, options: SweepOptions = SweepOptions()) -> tuple[ARHMM, GibbsInfo]:
     """`gibbs_sweep` on a model (traceable; data checked, cleaned and in the model's dtype)."""
     params, states, info = gibbs_sweep(key, model.hyperparams, model.params, model.states, x, mask, options)
-    return ARHMM(model.hyperparams, params, states), info
+    hp = model.hyperparams
+    if hp.concentrations is not None:  # learned concentrations (model.md): the sweep's new values
+        hp = eqx.tree_at(lambda h: (h.alpha, h.gamma, h.kappa), hp, (info.alpha, info.gamma, info.kappa))
+    return ARHMM(hp, params, states), info
 
 
 @eqx.filter_jit

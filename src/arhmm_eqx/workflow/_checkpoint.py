@@ -28,6 +28,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._checks import check_int, check_key
+from .._concentrations import ConcentrationPrior
 from .._custom_types import PRNGKeyArray
 from .._gibbs import GibbsInfo
 from .._hyperparams import Hyperparams
@@ -50,15 +51,23 @@ def checkpoint_name(iteration: int) -> str:
     return f"ckpt_{iteration:06d}"
 
 
-def _scalar_info(dtype) -> GibbsInfo:
+def _scalar_info(dtype, learned: bool = False) -> GibbsInfo:
     f = jnp.zeros((), dtype)
+    conc = {"alpha": f, "gamma": f, "kappa": f} if learned else {}  # learned concentrations in the trace
     return GibbsInfo(log_joint_x=f, log_joint_z=f, num_states_used=jnp.zeros((), jnp.int32), median_duration=f,
-                     ok=jnp.zeros((), bool))
+                     ok=jnp.zeros((), bool), **conc)
 
 
-def empty_trace(dtype) -> GibbsInfo:
-    """A stacked `GibbsInfo` of zero sweeps (NumPy leaves)."""
-    return jtu.tree_map(lambda a: np.zeros((0,), a.dtype), _scalar_info(dtype))
+def empty_trace(dtype, learned: bool = False) -> GibbsInfo:
+    """A stacked `GibbsInfo` of zero sweeps (NumPy leaves); `learned`: with the concentrations' traces."""
+    return jtu.tree_map(lambda a: np.zeros((0,), a.dtype), _scalar_info(dtype, learned))
+
+
+def _concentrations_meta(hp: Hyperparams) -> dict | None:
+    """The static flags of `hp.concentrations` (None without): they fix the checkpoint's tree."""
+    c = hp.concentrations
+    return None if c is None else {"learn_alpha": c.learn_alpha, "learn_gamma": c.learn_gamma,
+                                   "learn_kappa": c.learn_kappa}
 
 
 def _leaf_specs(tree) -> list[dict]:
@@ -109,7 +118,7 @@ def save_checkpoint(
     else:
         raise ValueError(f"`path` must be a directory or end in .eqx or .json; got {str(path)!r}.")
     if infos is None:
-        infos = empty_trace(model.params.Ab.dtype)
+        infos = empty_trace(model.params.Ab.dtype, model.hyperparams.concentrations is not None)
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, (model, infos))
     data = buffer.getvalue()
@@ -132,6 +141,8 @@ def save_checkpoint(
     }
     if hp.num_groups is not None:  # per-group transition matrices: the skeleton needs G
         meta["num_groups"] = hp.num_groups
+    if hp.concentrations is not None:  # absent (as in older checkpoints) when nothing is learned
+        meta["concentrations"] = _concentrations_meta(hp)
     meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
     text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -238,16 +249,21 @@ def _skeleton(meta: dict, path: Path):
     G = meta.get("num_groups")
     if G is not None and not (isinstance(G, int) and G >= 1):
         raise _corrupt(path, f"`num_groups` is {G!r}")
+    flags = meta.get("concentrations")
+    if flags is not None and (not isinstance(flags, dict) or set(flags) != {"learn_alpha", "learn_gamma", "learn_kappa"}
+                              or not all(isinstance(v, bool) for v in flags.values())):
+        raise _corrupt(path, "its `concentrations` entry is not the three learn_* flags")
 
     def build():
         A = D * L + 1
         pi_shape = (K, K) if G is None else (G, K, K)
         groups = None if G is None else jnp.zeros((1,), jnp.int32)
-        model = ARHMM(Hyperparams.from_scales(K, D, L, num_groups=G),
+        conc = None if flags is None else ConcentrationPrior(**flags)
+        model = ARHMM(Hyperparams.from_scales(K, D, L, num_groups=G, concentrations=conc),
                       Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros(pi_shape),
                              betas=jnp.zeros(K)),
                       States(z=jnp.zeros((1, 1), jnp.int32), groups=groups))
-        return model, _scalar_info(jnp.zeros(()).dtype)
+        return model, _scalar_info(jnp.zeros(()).dtype, flags is not None)
 
     treedef = jtu.tree_structure(eqx.filter_eval_shape(build))
     if treedef.num_leaves != len(specs):

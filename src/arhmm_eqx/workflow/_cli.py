@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--kappa", type=_positive(float), default=1e6, help="stickiness (sets how long states last)")
     fit.add_argument("--alpha", type=_positive(float), default=5.7, help="HDP concentration of the transitions")
     fit.add_argument("--gamma", type=_positive(float), default=1e3, help="top-level HDP concentration")
+    fit.add_argument("--learn-concentrations", action="store_true",
+                     help="learn --alpha and --gamma by Gibbs sampling (Gamma priors with means at the given "
+                          "values); --kappa stays fixed")
+    fit.add_argument("--learn-kappa", action="store_true",
+                     help="learn --kappa too, with --alpha (prior: alpha + kappa ~ Gamma with mean at the given "
+                          "sum, kappa / (alpha + kappa) ~ Uniform); implies --learn-concentrations")
     fit.add_argument("--s0-scale", type=_positive(float), default=0.01, help="prior scale of the noise covariances")
     fit.add_argument("--k0-scale", type=_positive(float), default=10.0, help="prior scale of the AR matrices")
     fit.add_argument("--iters", type=_positive(int), default=1000, help="Gibbs sweeps")
@@ -204,7 +210,7 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     o = options
     hp = Hyperparams.from_scales(o["num_states"], dataset.latent_dim, o["nlags"], alpha=o["alpha"], gamma=o["gamma"],
                                  kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"],
-                                 num_groups=dataset.num_groups)
+                                 num_groups=dataset.num_groups, concentrations=_concentration_prior(o))
     key_init, key_fit = _chain_keys(o["seed"])
     model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init, groups=dataset.groups)
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
@@ -268,7 +274,20 @@ def _chain_identity(run: dict) -> dict:
     identity = {k: run[k] for k in _CHAIN_OPTIONS}
     if run.get("groups") is not None:  # a grouped fit: its groups are part of the chain
         identity["groups"] = run["groups"]
-    return identity
+    # the learning flags only when set, so that the runs of earlier versions keep their identity
+    return identity | {k: True for k in _LEARN_OPTIONS if run.get(k)}
+
+
+_LEARN_OPTIONS = ("learn_concentrations", "learn_kappa")
+
+
+def _concentration_prior(o: dict):
+    """The `ConcentrationPrior` of the fit's options (None when nothing is learned)."""
+    from .._concentrations import ConcentrationPrior
+
+    if not (o.get("learn_concentrations") or o.get("learn_kappa")):
+        return None
+    return ConcentrationPrior.around(o["alpha"], o["gamma"], o["kappa"], learn_kappa=bool(o.get("learn_kappa")))
 
 
 def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
@@ -282,7 +301,7 @@ def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
     if key_meta(meta["key"])["data"] != key_meta(_chain_keys(run["seed"])[1])["data"]:
         problems.append(f"its key is not that of --seed {run['seed']}")
     if saved != _chain_identity(run):
-        differ = sorted(k for k in (*_CHAIN_OPTIONS, "groups")
+        differ = sorted(k for k in (*_CHAIN_OPTIONS, "groups", *_LEARN_OPTIONS)
                         if not isinstance(saved, dict) or saved.get(k) != _chain_identity(run).get(k))
         problems.append("its " + ", ".join(differ) + " differ" + ("s" if len(differ) == 1 else ""))
     if meta["sweep_options"] != expected:
@@ -443,6 +462,8 @@ def _finish(out: Path, result, dataset, key) -> int:
     save_moseq_model(out / "model.npz", model, key=jr.fold_in(key, result.iteration))
     results = summarize(model, dataset)
     save_results(results, out)
+    if results.concentrations is not None:
+        print("learned " + ", ".join(f"{k} = {v:.6g}" for k, v in results.concentrations.items()), file=sys.stderr)
     _save_plots(out, results, result.infos, result.first_iter)
     print(f"wrote results and figures to {out}", file=sys.stderr)
     return 0
@@ -591,6 +612,7 @@ def main(argv=None) -> int:
                                                      "standardize", "sequence_chunk")}
             if args.groups is not None:  # only then, so a fit without groups keeps the run file of before
                 options["groups"] = read_groups_csv(args.groups)
+            options.update({k: True for k in _LEARN_OPTIONS if getattr(args, k)})  # absent when off, as before
             return fit_job(args.data, args.out, options, progress=progress)
         if args.command == "resume":
             return resume_job(args.out, args.iters, progress=progress)

@@ -224,7 +224,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     fetch = gather if many else (lambda tree: tree)
     chunk = _chunk_length(chunk_size, save_every, num_iters)
     first = start_iter - (0 if history is None else int(history.ok.shape[0]))
-    trace = empty_trace(dtype) if history is None else _take(history, int(history.ok.shape[0]))
+    learned = hp.concentrations is not None  # the trace then holds the learned concentrations too
+    trace = empty_trace(dtype, learned) if history is None else _take(history, int(history.ok.shape[0]))
     iteration, stop, reason, last_ckpt = start_iter, start_iter + num_iters, "completed", None
 
     sweep_options = SweepOptions(states_only=bool(states_only), sequence_chunk=sequence_chunk, parallel=bool(parallel))

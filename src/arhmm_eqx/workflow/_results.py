@@ -162,6 +162,8 @@ class Results(eqx.Module):
     - `marginals`: `{name: (T_i, K)}` smoothed state probabilities (NaN where no state), or `None`.
     - `usages` `(K,)`, `transition_counts` `(K, K)` (consecutive valid frames),
       `runs` (see `runs`, with `sequence` indexing `names`), `names`, `num_states`.
+    - `concentrations`: `{"alpha", "gamma", "kappa"}` of the model when it learns them
+      (`Hyperparams.concentrations`), else `None`.
     """
 
     names: tuple[str, ...]
@@ -177,6 +179,7 @@ class Results(eqx.Module):
     group_usages: dict[str, np.ndarray] | None = None
     group_transition_counts: dict[str, np.ndarray] | None = None
     group_pi: dict[str, np.ndarray] | None = None
+    concentrations: dict[str, float] | None = None
 
     @property
     def durations(self) -> np.ndarray:
@@ -215,10 +218,13 @@ def summarize(model: ARHMM, dataset: Dataset, *, marginals: bool | ArrayLike = F
     if marginals is True:
         marginals = model.stateseq_marginals(dataset.x, dataset.mask)
     unbatched = None if marginals is False else dataset.unbatch(np.asarray(marginals))
+    hp = model.hyperparams
+    learned = None if hp.concentrations is None else {k: float(getattr(hp, k)) for k in ("alpha", "gamma", "kappa")}
     return Results(
         names=dataset.names, num_states=K, states=states, usages=state_usages(z, None, K),
         transition_counts=transition_matrix(z, None, K, normalize=False), runs=runs(z, None), marginals=unbatched,
         **_group_summaries(model, dataset, states),
+        concentrations=learned,
     )
 
 
@@ -250,7 +256,8 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
 
     - `results.npz`: `names`, `usages`, `transition_counts`, `transition_matrix`, the run
       table (`run_sequence`, `run_start`, `run_state`, `run_duration`), and one array
-      `states/<name>` (and `marginals/<name>`) per recording;
+      `states/<name>` (and `marginals/<name>`) per recording; with learned concentrations
+      also `concentration_alpha`, `concentration_gamma`, `concentration_kappa`;
     - `states.csv`: columns `recording, frame, state` (state -1 where a frame has none);
     - `usages.csv`: `state, frames, usage, runs, median_duration` (durations in frames);
     - `durations.csv`: one row per run: `recording, start, state, duration`;
@@ -278,6 +285,8 @@ def save_results(results: Results, out_dir: str | os.PathLike) -> list[Path]:
             arrays[f"group_transition_counts/{label}"] = c
             arrays[f"group_transition_matrix/{label}"] = np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
             arrays[f"group_pi/{label}"] = r.group_pi[label]
+    if r.concentrations is not None:  # the learned values, as `concentration_alpha`, ...
+        arrays.update({f"concentration_{k}": np.asarray(v) for k, v in r.concentrations.items()})
     paths = [out / name for name in ("results.npz", "states.csv", "usages.csv", "durations.csv", "transitions.csv")]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
