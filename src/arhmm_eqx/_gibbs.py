@@ -1,5 +1,8 @@
 """The Gibbs sweep, in the fixed order of model.md: transitions -> AR parameters -> states.
 
+A robust model (`hyperparams.robust` set) adds `nu` after the AR parameters and `tau` after
+the states (model.md, "Robust noise").
+
 The one file that knows the order of the blocks. It works on `Hyperparams`, `Params` and
 `States` (not on `ARHMM`, which builds on it), so the model and its drivers import it and it
 imports neither.
@@ -15,6 +18,7 @@ from ._custom_types import Array, Bool, Float, Int, PRNGKeyArray
 from ._hyperparams import Hyperparams
 from ._inference import sample_stateseqs
 from ._params import Params
+from ._robust import resample_nu, resample_tau, robust_subkeys
 from ._states import States
 from ._summaries import median_duration, num_states_used
 from ._transitions import resample_hdp_transitions, transition_weights
@@ -72,6 +76,14 @@ def gibbs_sweep(
     `x` and `mask` must already be checked and cleaned (`_checks.clean_data`), in the dtype
     of `params`. The key is split into three named subkeys whether or not
     `options.states_only` is set.
+
+    A robust model (`hyperparams.robust` set) runs, in order: transitions | z; `(Ab, Q)` |
+    x, z, tau (precision-weighted); `nu` | tau, z (Metropolis-Hastings, when
+    `robust.resample_nu`); `z` | x, Ab, Q, nu, pi with `tau` integrated out (Student-t
+    emissions); `tau` | x, z, Ab, Q, nu. The last two are one draw of `(z, tau)` from their
+    joint conditional; with `states_only` only they run. Its two extra subkeys,
+    `key_nu, key_tau`, come from `fold_in(key, ROBUST_KEY_TAG)`, so the three above are
+    those of the Gaussian sweep.
     """
     hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
@@ -79,22 +91,40 @@ def gibbs_sweep(
     z, Ab, Q, pi, betas = states.z, p.Ab, p.Q, p.pi, p.betas
     x = x.astype(Ab.dtype)
     mask = mask.astype(Ab.dtype)
+    robust, nu, tau = hp.robust, p.nu, states.tau
+    if robust is not None:
+        key_nu, key_tau = robust_subkeys(key)
     if not options.states_only:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
         )
-        Ab, Q = resample_ar_params(
-            key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
+        if robust is None:
+            Ab, Q = resample_ar_params(
+                key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
+            )
+        else:
+            Ab, Q = resample_ar_params(key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
+                                       num_states=K, nlags=L, tau=tau)
+            if robust.resample_nu:
+                nu = resample_nu(key_nu, tau, mask, z, nu, nu_shape=robust.nu_shape, nu_rate=robust.nu_rate,
+                                 num_steps=robust.nu_mh_steps, step_size=robust.nu_step_size)
+    if robust is None:
+        z, log_joint_x, log_marginal = sample_stateseqs(
+            key_z, x, mask, Ab, Q, pi, sequence_chunk=options.sequence_chunk, parallel=options.parallel
         )
-    z, log_joint_x, log_marginal = sample_stateseqs(
-        key_z, x, mask, Ab, Q, pi, sequence_chunk=options.sequence_chunk, parallel=options.parallel
-    )
+    else:
+        z, log_joint_x, log_marginal = sample_stateseqs(
+            key_z, x, mask, Ab, Q, pi, sequence_chunk=options.sequence_chunk, parallel=options.parallel, nu=nu
+        )
+        tau = resample_tau(key_tau, x, mask, z, Ab, Q, nu)
     log_pz = jnp.log(pi[z[:, :-1], z[:, 1:]])
     log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
     ok = (
         jnp.isfinite(log_joint_x) & jnp.isfinite(log_joint_z) & jnp.isfinite(log_marginal)
         & jnp.all(jnp.isfinite(Ab)) & jnp.all(jnp.isfinite(Q))
     )
+    if robust is not None:
+        ok = ok & jnp.all(jnp.isfinite(nu)) & jnp.all(jnp.isfinite(tau))
     valid = mask[:, L:] > 0
     info = GibbsInfo(
         log_joint_x=log_joint_x,
@@ -103,4 +133,6 @@ def gibbs_sweep(
         median_duration=median_duration(z, valid).astype(Ab.dtype),
         ok=ok,
     )
+    if robust is not None:
+        return Params(Ab=Ab, Q=Q, pi=pi, betas=betas, nu=nu), States(z=z, tau=tau), info
     return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z), info

@@ -8,6 +8,7 @@ import numpy as np
 from ._checks import check_int, check_positive, local_values
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
+from ._robust import RobustPrior
 
 
 def _as_float_array(x: ArrayLike) -> Array:
@@ -56,6 +57,8 @@ class Hyperparams(eqx.Module):
     - `num_states` (`K`), `latent_dim` (`D`), `nlags` (`L`): Python ints.
     - `alpha`, `gamma`, `kappa`: HDP concentration, top-level concentration, stickiness.
     - `nu_0`, `S_0` `(D, D)`, `M_0` `(D, A)`, `K_0` `(A, A)`: the MNIW prior of `(Ab, Q)`.
+    - `robust`: None for Gaussian AR noise; a `RobustPrior` for Student-t noise (model.md,
+      "Robust noise"), which adds `Params.nu` and `States.tau` to the model.
     """
 
     num_states: int = eqx.field(static=True)
@@ -68,6 +71,7 @@ class Hyperparams(eqx.Module):
     S_0: Float[Array, "D D"] = eqx.field(converter=_as_float_array)
     M_0: Float[Array, "D A"] = eqx.field(converter=_as_float_array)
     K_0: Float[Array, "A A"] = eqx.field(converter=_as_float_array)
+    robust: RobustPrior | None = None
 
     @property
     def ar_dim(self) -> int:
@@ -85,14 +89,20 @@ class Hyperparams(eqx.Module):
                     f"got {getattr(self, name).shape}."
                 )
         check_hyperparam_values(self)
+        if self.robust is not None and not isinstance(self.robust, RobustPrior):
+            raise TypeError(f"`robust` must be a `RobustPrior` or None (Gaussian noise); got {type(self.robust)}.")
 
     def astype(self, dtype) -> "Hyperparams":
         """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""
         names = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
-        if all(getattr(self, k).dtype == dtype for k in names):
+        robust = None if self.robust is None else self.robust.astype(dtype)
+        if all(getattr(self, k).dtype == dtype for k in names) and robust is self.robust:
             return self
-        return eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
-                           [getattr(self, k).astype(dtype) for k in names])
+        out = eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
+                          [getattr(self, k).astype(dtype) for k in names])
+        if robust is not self.robust:  # a robust model's prior of `nu` follows too
+            out = eqx.tree_at(lambda h: h.robust, out, robust)
+        return out
 
     def prior_kwargs(self, dtype) -> dict:
         """`{alpha, kappa, nu_0, S_0, M_0, K_0}` in `dtype`: the arguments of the log prior
@@ -111,9 +121,11 @@ class Hyperparams(eqx.Module):
         kappa=1e6,
         S_0_scale=0.01,
         K_0_scale=10.0,
+        robust: RobustPrior | None = None,
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
-        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there."""
+        `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there.
+        `robust=RobustPrior(...)` gives Student-t AR noise (model.md, "Robust noise")."""
         check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
@@ -130,6 +142,7 @@ class Hyperparams(eqx.Module):
             S_0=jnp.asarray(S_0_scale, dtype) * jnp.eye(D, dtype=dtype),
             M_0=jnp.asarray(default_M_0(D, nlags), dtype),
             K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
+            robust=robust,
         )
 
     @classmethod

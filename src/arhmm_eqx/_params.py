@@ -6,18 +6,22 @@ from ._custom_types import Array, Float
 
 
 class Params(eqx.Module):
-    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`."""
+    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`; and `nu` `(K,)`,
+    the degrees of freedom of a robust model's Student-t noise (None for Gaussian noise)."""
 
     Ab: Float[Array, "K D A"]
     Q: Float[Array, "K D D"]
     pi: Float[Array, "K K"]
     betas: Float[Array, " K"]
+    nu: Float[Array, " K"] | None = None
 
     def __check_init__(self):
         K, D, A = self.Ab.shape if self.Ab.ndim == 3 else (None, None, None)
         if self.Ab.ndim != 3:
             raise ValueError(f"`Ab` must have shape (K, D, A); got {self.Ab.shape}.")
         expected = {"Q": (K, D, D), "pi": (K, K), "betas": (K,)}
+        if getattr(self, "nu", None) is not None:
+            expected["nu"] = (K,)
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"`{name}` must have shape {shape} to match `Ab` {self.Ab.shape}; "
