@@ -33,6 +33,7 @@ from .._gibbs import GibbsInfo
 from .._hyperparams import Hyperparams
 from .._model import ARHMM
 from .._params import Params
+from .._robust import RobustPrior
 from .._states import States
 from ._files import atomic_write, read_arrays
 
@@ -130,6 +131,9 @@ def save_checkpoint(
         "user": metadata or {},
         "sweep_options": sweep_options or {},
     }
+    if hp.robust is not None:  # the static fields of the robust prior, for `_skeleton`
+        meta["robust"] = {"resample_nu": hp.robust.resample_nu, "nu_mh_steps": hp.robust.nu_mh_steps,
+                          "nu_step_size": hp.robust.nu_step_size}
     meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
     text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -233,8 +237,21 @@ def _skeleton(meta: dict, path: Path):
         raise CheckpointError(f"checkpoint {str(path)!r} holds 64-bit arrays; enable them before loading with "
                               "`jax.config.update('jax_enable_x64', True)`.")
 
+    robust = meta.get("robust")
+    if robust is not None:  # a robust model: its prior's static fields, and the leaves nu and tau
+        try:
+            robust = RobustPrior(**robust)
+        except (TypeError, ValueError) as e:
+            raise _corrupt(path, f"robust prior unreadable: {e}") from None
+
     def build():
         A = D * L + 1
+        if robust is not None:
+            model = ARHMM(Hyperparams.from_scales(K, D, L, robust=robust),
+                          Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros((K, K)),
+                                 betas=jnp.zeros(K), nu=jnp.ones(K)),
+                          States(z=jnp.zeros((1, 1), jnp.int32), tau=jnp.ones((1, 1))))
+            return model, _scalar_info(jnp.zeros(()).dtype)
         model = ARHMM(Hyperparams.from_scales(K, D, L),
                       Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros((K, K)), betas=jnp.zeros(K)),
                       States(z=jnp.zeros((1, 1), jnp.int32)))

@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="centre and scale each dimension first")
     fit.add_argument("--sequence-chunk", type=_positive(int), default=None,
                      help="sample states this many sequences at a time (bounds memory)")
+    fit.add_argument("--robust", action="store_true",
+                     help="Student-t AR noise: outliers (tracking glitches) do not make states of their own")
+    fit.add_argument("--nu", type=_positive(float), default=None,
+                     help="with --robust: start value of every state's degrees of freedom nu (default 4)")
+    fit.add_argument("--fix-nu", action="store_true", help="with --robust: keep nu at its start value")
     res = sub.add_parser("resume", help="continue a fit from its newest checkpoint, then write the results")
     res.add_argument("out", help="output folder of an earlier `fit`")
     res.add_argument("--iters", type=_positive(int), default=None,
@@ -171,7 +176,8 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     dataset, standardizer = _load_data(data, options)
     o = options
     hp = Hyperparams.from_scales(o["num_states"], dataset.latent_dim, o["nlags"], alpha=o["alpha"], gamma=o["gamma"],
-                                 kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"])
+                                 kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"],
+                                 robust=_robust_prior(o))
     key_init, key_fit = _chain_keys(o["seed"])
     model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init)
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
@@ -232,7 +238,20 @@ def _follower_exit(result) -> int:
 
 
 def _chain_identity(run: dict) -> dict:
-    return {k: run[k] for k in _CHAIN_OPTIONS}
+    # a robust fit's options too (absent from the run files of Gaussian fits)
+    return {k: run[k] for k in _CHAIN_OPTIONS} | {k: run[k] for k in _ROBUST_OPTIONS if k in run}
+
+
+_ROBUST_OPTIONS = ("robust", "nu", "fix_nu")
+
+
+def _robust_prior(options: dict):
+    """The `RobustPrior` of `--robust` (None without it)."""
+    if not options.get("robust"):
+        return None
+    from .._robust import RobustPrior
+
+    return RobustPrior(nu_init=options["nu"], resample_nu=not options["fix_nu"])
 
 
 def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
@@ -546,6 +565,10 @@ def main(argv=None) -> int:
             options = {k: getattr(args, k) for k in ("num_states", "nlags", "kappa", "alpha", "gamma", "s0_scale",
                                                      "k0_scale", "iters", "save_every", "seed", "segment_length",
                                                      "standardize", "sequence_chunk")}
+            if args.robust:
+                options.update(robust=True, nu=4.0 if args.nu is None else args.nu, fix_nu=args.fix_nu)
+            elif args.nu is not None or args.fix_nu:
+                raise ValueError("--nu and --fix-nu set the Student-t noise of --robust; add --robust.")
             return fit_job(args.data, args.out, options, progress=progress)
         if args.command == "resume":
             return resume_job(args.out, args.iters, progress=progress)

@@ -113,8 +113,9 @@ def relabel_by_usage(model: ARHMM, mask: ArrayLike) -> tuple[ARHMM, np.ndarray]:
     inverse = np.empty(K, np.int32)
     inverse[perm] = np.arange(K, dtype=np.int32)
     idx = jnp.asarray(perm)
-    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=p.pi[idx][:, idx], betas=p.betas[idx])
-    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype))
+    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=p.pi[idx][:, idx], betas=p.betas[idx],
+                    nu=None if p.nu is None else p.nu[idx])  # a robust model's nu follows its states
+    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype), tau=model.states.tau)
     return ARHMM(hp, params, states), perm
 
 
