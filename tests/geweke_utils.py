@@ -46,19 +46,22 @@ def simulate_z(key, pi, num_sequences: int, Tz: int):
     return jnp.concatenate([z0[:, None], zs.T], axis=1)
 
 
-def simulate_x(key, z, Ab, Q, mask):
+def simulate_x(key, z, Ab, Q, mask, tau=None):
     """`x` given `z`, `Ab`, `Q` (model.md): `L` standard-normal initial lags, then
     `x[t] ~ Normal(Ab[z] [x[t-L], ..., x[t-1], 1], Q[z])`. Masked frames are independent
     standard-normal noise (they are outside the model), drawn inside the recursion: a masked
     frame of an interior gap is the recorded lag of the valid frames after it, as the model
     conditions on it. (For trailing padding this is the same as replacing the padding
-    afterwards.) Shape `(N, T, D)`."""
+    afterwards.) With `tau` `(N, Tz)` (robust noise), frame `t`'s noise covariance is
+    `Q[z] / tau[t]`. Shape `(N, T, D)`."""
     N, Tz = z.shape
     K, D, A = Ab.shape
     L = (A - 1) // D
     key_lags, key_eps, key_pad = jr.split(key, 3)
     lags0 = jr.normal(key_lags, (N, L, D), Ab.dtype)
     eps = jr.normal(key_eps, (N, Tz, D), Ab.dtype)
+    if tau is not None:
+        eps = eps * lax.rsqrt(tau)[..., None]
     pad = jr.normal(key_pad, (N, Tz + L, D), Ab.dtype)
     valid = mask > 0
     lags0 = jnp.where(valid[:, :L, None], lags0, pad[:, :L])

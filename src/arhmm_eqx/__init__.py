@@ -35,6 +35,7 @@ from ._memory import (
 )
 from ._model import ARHMM as ARHMM
 from ._params import Params as Params
+from ._robust import RobustPrior as RobustPrior
 from ._run import (
     gibbs_step as gibbs_step,
     run_chain as run_chain,

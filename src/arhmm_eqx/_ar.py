@@ -10,6 +10,7 @@ from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._distributions import mniw_prior_joint, sample_mniw_from_joint
 from ._lags import augmented_regressors
 from ._linalg import PRECISION, psd_cholesky, solve_lower
+from ._robust import student_t_log_density
 
 
 # Full float32 accuracy for the likelihood products: on GPUs the default precision of a
@@ -50,9 +51,16 @@ def _stable_argsort_small_keys(keys: Int[Array, " M"], num_keys: int) -> Int[Arr
 
 
 def ar_sufficient_stats(
-    x: Float[Array, "N T D"], mask: Float[Array, "N T"], z: Int[Array, "N Tz"], *, num_states: int, nlags: int
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    z: Int[Array, "N Tz"],
+    *,
+    num_states: int,
+    nlags: int,
+    weights: Float[Array, "N Tz"] | None = None,
 ) -> Float[Array, "K AD AD"]:
-    """`sum_t w_t v_t v_t^T` per state, with `v_t = [lags, 1, x[t]]` and `w_t` the frame's mask.
+    """`sum_t w_t v_t v_t^T` per state, with `v_t = [lags, 1, x[t]]` and `w_t` the frame's mask
+    (times `weights[t]`, the precisions `tau` of a robust model, when given).
 
     The block `[:A, :A]` is `S_uu`, `[A:, :A]` is `S_yu`, `[A:, A:]` is `S_yy`, and
     entry `[A-1, A-1]` is the number of valid frames of the state.
@@ -84,6 +92,7 @@ def ar_sufficient_stats(
     source = jnp.full((num_blocks * C,), -1, jnp.int32).at[dest].set(order, mode="drop")
     x_flat = x.reshape(N * T, D)
     ones = jnp.ones((G * C, 1), dtype)
+    w_flat = None if weights is None else weights.reshape(-1).astype(dtype)
 
     def step(_, slots):
         f = jnp.maximum(slots, 0)
@@ -91,6 +100,8 @@ def ar_sufficient_stats(
         frames = x_flat[row[:, None] + jnp.arange(nlags + 1, dtype=jnp.int32)[None, :]]  # (G*C, L+1, D)
         v = jnp.concatenate([frames[:, :nlags].reshape(-1, nlags * D), ones, frames[:, nlags]], axis=1)
         v = jnp.where((slots >= 0)[:, None], v, jnp.zeros((), dtype)).reshape(G, C, -1)
+        if w_flat is not None:  # robust model: precision-weighted statistics
+            return None, jnp.einsum("bci,bcj->bij", v * w_flat[f].reshape(G, C, 1), v, precision=PRECISION)
         return None, jnp.einsum("bci,bcj->bij", v, v, precision=PRECISION)
 
     _, block_stats = lax.scan(step, None, source.reshape(-1, G * C))
@@ -106,8 +117,13 @@ def mniw_posterior_joint(
     S_0: Float[Array, "D D"],
     M_0: Float[Array, "D A"],
     K_0: Float[Array, "A A"],
+    counts: Float[Array, " K"] | None = None,
 ) -> tuple[Float[Array, "K AD AD"], Float[Array, " K"]]:
     """Posterior MNIW parameters per state, packed as the joint matrix `G_k` and `nu_n`.
+
+    `nu_n = nu_0 + n_k` with `n_k` the number of frames: read from the statistics
+    (`[A-1, A-1]`, the sum of the frames' weights), or `counts` when given (precision-weighted
+    statistics of a robust model, whose frames each add one to the degrees of freedom).
 
     `G_k = prior joint + stats_k`; its blocks are `K_n^{-1}`, `M_n K_n^{-1}` and
     `S_n + M_n K_n^{-1} M_n^T` (see `_distributions.sample_mniw_from_joint`), which is
@@ -115,7 +131,7 @@ def mniw_posterior_joint(
     """
     A = M_0.shape[-1]
     G0 = mniw_prior_joint(nu_0, S_0, M_0, K_0)
-    n_k = stats[:, A - 1, A - 1]
+    n_k = stats[:, A - 1, A - 1] if counts is None else counts
     return G0[None] + stats, nu_0 + n_k
 
 
@@ -131,12 +147,23 @@ def resample_ar_params(
     K_0: Float[Array, "A A"],
     num_states: int,
     nlags: int,
+    tau: Float[Array, "N Tz"] | None = None,
 ) -> tuple[Float[Array, "K D A"], Float[Array, "K D D"]]:
-    """Draw `(Ab, Q)` from their conjugate MNIW conditional, independently per state (one batched draw)."""
+    """Draw `(Ab, Q)` from their conjugate MNIW conditional, independently per state (one batched draw).
+
+    With `tau` (a robust model), given the precisions: each frame's statistics are weighted
+    by its `tau`, and its count in `nu_n` is still 1 (model.md, "Robust noise").
+    """
     dtype = x.dtype
     nu_0, S_0, M_0, K_0 = (jnp.asarray(v, dtype) for v in (nu_0, S_0, M_0, K_0))
-    stats = ar_sufficient_stats(x, mask, z, num_states=num_states, nlags=nlags)
-    G, nu_n = mniw_posterior_joint(stats, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
+    if tau is None:
+        stats = ar_sufficient_stats(x, mask, z, num_states=num_states, nlags=nlags)
+        G, nu_n = mniw_posterior_joint(stats, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0)
+    else:
+        stats = ar_sufficient_stats(x, mask, z, num_states=num_states, nlags=nlags, weights=tau)
+        valid = mask[:, nlags:] > 0
+        counts = jnp.bincount(jnp.where(valid, z, num_states).reshape(-1), length=num_states + 1)[:num_states]
+        G, nu_n = mniw_posterior_joint(stats, nu_0=nu_0, S_0=S_0, M_0=M_0, K_0=K_0, counts=counts.astype(dtype))
     return sample_mniw_from_joint(key, G, nu_n, x.shape[-1])
 
 
@@ -184,10 +211,27 @@ def squared_residual_norms(r: Float[Array, "*batch DK"], num_states: int) -> Flo
     return jnp.sum(r * r, axis=-2)
 
 
+def emission_log_likelihoods(
+    sq: Float[Array, "*batch K"], log_norm: Float[Array, " K"], nu: Float[Array, " K"] | None, latent_dim: int
+) -> Float[Array, "*batch K"]:
+    """Per-state emission log-densities from the whitened squared residuals `sq`: Gaussian
+    (`log_norm - sq / 2`) when `nu` is None, else Student-t with `nu` degrees of freedom."""
+    if nu is None:
+        return log_norm - 0.5 * sq
+    lead = (1,) * (sq.ndim - 1)
+    return student_t_log_density(sq, log_norm.reshape(lead + (-1,)), nu.reshape(lead + (-1,)), latent_dim)
+
+
 def ar_log_likelihoods(
-    x: Float[Array, "N T D"], mask: Float[Array, "N T"], Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
+    x: Float[Array, "N T D"],
+    mask: Float[Array, "N T"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    nu: Float[Array, " K"] | None = None,
 ) -> Float[Array, "N Tz K"]:
     """`ll[n, t, k] = log Normal(x[n, t+L] | Ab[k] u_t, Q[k])` on valid frames, 0 on masked ones (model.md §3).
+
+    With `nu`, the Student-t density of a robust model instead (`tau` integrated out).
 
     Computed in chunks of frames (one matrix product per chunk against all states),
     so the `frames x K x D` residuals never exist all at once.
@@ -200,7 +244,8 @@ def ar_log_likelihoods(
     v = augmented_regressors(x, nlags).reshape(N * Tz, A + D)
 
     def one_frame(v_t):
-        return log_norm - 0.5 * squared_residual_norms(jnp.matmul(v_t, W, precision=PRECISION), K)
+        return emission_log_likelihoods(squared_residual_norms(jnp.matmul(v_t, W, precision=PRECISION), K),
+                                        log_norm, nu, D)
 
     ll = lax.map(one_frame, v, batch_size=chunk_size(K * D, N * Tz))
     # Select, not multiply: a masked frame's row is 0 even when its lags made it inf or NaN.

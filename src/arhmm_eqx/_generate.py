@@ -8,11 +8,15 @@ from jax import lax
 from ._custom_types import Array, Float, Int, PRNGKeyArray
 from ._lags import pad_affine
 from ._linalg import psd_cholesky
+from ._robust import sample_tau_prior
 
 
-def _simulate(key, pi, Ab, Q, n_steps: int, z_prev, xlags, first_uniform: bool):
+def _simulate(key, pi, Ab, Q, n_steps: int, z_prev, xlags, first_uniform: bool, nu=None):
     K, D, _ = Ab.shape
     key_first, key_z, key_x = jr.split(key, 3)
+    # Robust noise: a precision tau ~ Gamma(nu/2, nu/2) per frame, from keys of its own (so
+    # the Gaussian model's draws do not change).
+    tau_keys = jr.split(jr.fold_in(key_x, 1), n_steps) if nu is not None else None
     z_first = jr.randint(key_first, (), 0, K, dtype=jnp.int32)
     L_Q = psd_cholesky(Q)
     log_pi = jnp.log(pi)
@@ -21,16 +25,19 @@ def _simulate(key, pi, Ab, Q, n_steps: int, z_prev, xlags, first_uniform: bool):
 
     def step(carry, inputs):
         z_prev, xlags = carry
-        k, eps, t = inputs
+        k, eps, t = inputs[:3]
         z_new = jr.categorical(k, log_pi[z_prev]).astype(jnp.int32)
         if first_uniform:
             z_new = jnp.where(t == 0, z_first, z_new)
+        if nu is not None:
+            eps = eps * lax.rsqrt(sample_tau_prior(inputs[3], nu[z_new]))
         x_new = Ab[z_new] @ pad_affine(xlags.reshape(-1)) + L_Q[z_new] @ eps
         xlags = jnp.concatenate([xlags[1:], x_new[None]], axis=0)
         return (z_new, xlags), (z_new, x_new)
 
     init = (jnp.asarray(z_prev, jnp.int32), xlags)
-    _, (zs, xs) = lax.scan(step, init, (z_keys, noise, jnp.arange(n_steps)))
+    inputs = (z_keys, noise, jnp.arange(n_steps)) + ((tau_keys,) if nu is not None else ())
+    _, (zs, xs) = lax.scan(step, init, inputs)
     return zs, xs
 
 
@@ -68,16 +75,18 @@ def simulate_dataset(
     Q: Float[Array, "K D D"],
     num_sequences: int,
     num_frames: int,
+    nu: Float[Array, " K"] | None = None,
 ) -> tuple[Int[Array, "N Tz"], Float[Array, "N T D"]]:
     """`num_sequences` sequences of `num_frames` frames: `x` includes its `L` standard-normal
-    initial lags and `z` covers frames `L..T-1` (first state uniform), as the model's `z` does."""
+    initial lags and `z` covers frames `L..T-1` (first state uniform), as the model's `z` does.
+    With `nu`, the noise is Student-t (a robust model)."""
     K, D, A = Ab.shape
     nlags = (A - 1) // D
 
     def one(k):
         key_lags, key_path = jr.split(k)
         xlags = jr.normal(key_lags, (nlags, D), dtype=Ab.dtype)
-        zs, xs = _simulate(key_path, pi, Ab, Q, num_frames - nlags, 0, xlags, first_uniform=True)
+        zs, xs = _simulate(key_path, pi, Ab, Q, num_frames - nlags, 0, xlags, first_uniform=True, nu=nu)
         return zs, jnp.concatenate([xlags, xs], axis=0)
 
     if pi.ndim == 3:  # (N, K, K): each sequence's own pi (per-group transitions)

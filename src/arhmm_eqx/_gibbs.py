@@ -1,5 +1,8 @@
 """The Gibbs sweep, in the fixed order of model.md: transitions -> AR parameters -> states.
 
+A robust model (`hyperparams.robust` set) adds `nu` after the AR parameters and `tau` after
+the states (model.md, "Robust noise").
+
 The one file that knows the order of the blocks. It works on `Hyperparams`, `Params` and
 `States` (not on `ARHMM`, which builds on it), so the model and its drivers import it and it
 imports neither.
@@ -18,6 +21,7 @@ from ._hyperparams import Hyperparams
 from ._inference import sample_stateseqs
 from ._log_prob import discrete_stateseq_log_prob
 from ._params import Params
+from ._robust import resample_nu, resample_tau, robust_subkeys
 from ._states import States
 from ._summaries import median_duration, num_states_used
 from ._transitions import resample_hdp_transitions, transition_weights
@@ -85,6 +89,14 @@ def gibbs_sweep(
     block also learns the concentrations (`_concentrations.resample_hdp_with_concentrations`)
     and `GibbsInfo.alpha`, `gamma`, `kappa` hold their new values (`_model.sweep` puts them
     into the new model's hyperparameters).
+
+    A robust model (`hyperparams.robust` set) runs, in order: transitions | z; `(Ab, Q)` |
+    x, z, tau (precision-weighted); `nu` | tau, z (Metropolis-Hastings, when
+    `robust.resample_nu`); `z` | x, Ab, Q, nu, pi with `tau` integrated out (Student-t
+    emissions); `tau` | x, z, Ab, Q, nu. The last two are one draw of `(z, tau)` from their
+    joint conditional; with `states_only` only they run. Its two extra subkeys,
+    `key_nu, key_tau`, come from `fold_in(key, ROBUST_KEY_TAG)`, so the three above are
+    those of the Gaussian sweep.
     """
     hp, p = hyperparams, params
     K, L = hp.num_states, hp.nlags
@@ -95,6 +107,9 @@ def gibbs_sweep(
     groups = states.groups
     conc = hp.concentrations
     alpha, gamma, kappa = hp.alpha, hp.gamma, hp.kappa
+    robust, nu, tau = hp.robust, p.nu, states.tau
+    if robust is not None:
+        key_nu, key_tau = robust_subkeys(key)
     if not options.states_only and hp.num_groups is not None:  # one pi per group, shared betas
         betas, pi = resample_group_transitions(
             key_trans, z, mask, groups, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K,
@@ -109,13 +124,26 @@ def gibbs_sweep(
             key_trans, z, mask, betas, alpha=alpha, kappa=kappa, gamma=gamma, prior=conc, num_states=K, nlags=L
         )
     if not options.states_only:
-        Ab, Q = resample_ar_params(
-            key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
-        )
+        if robust is None:
+            Ab, Q = resample_ar_params(
+                key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
+            )
+        else:
+            Ab, Q = resample_ar_params(key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
+                                       num_states=K, nlags=L, tau=tau)
+            if robust.resample_nu:
+                nu = resample_nu(key_nu, tau, mask, z, nu, nu_shape=robust.nu_shape, nu_rate=robust.nu_rate,
+                                 num_steps=robust.nu_mh_steps, step_size=robust.nu_step_size)
     pi_z = pi if hp.num_groups is None else sequence_pi(pi, groups)  # (N, K, K) with groups
-    z, log_joint_x, log_marginal = sample_stateseqs(
-        key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel
-    )
+    if robust is None:
+        z, log_joint_x, log_marginal = sample_stateseqs(
+            key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel
+        )
+    else:
+        z, log_joint_x, log_marginal = sample_stateseqs(
+            key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel, nu=nu
+        )
+        tau = resample_tau(key_tau, x, mask, z, Ab, Q, nu)
     log_pz = discrete_stateseq_log_prob(z, pi_z)
     log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
     ok = (
@@ -126,6 +154,8 @@ def gibbs_sweep(
     if conc is not None:
         learned = {k: jnp.asarray(v, Ab.dtype) for k, v in (("alpha", alpha), ("gamma", gamma), ("kappa", kappa))}
         ok = ok & jnp.all(jnp.isfinite(jnp.stack(list(learned.values()))))
+    if robust is not None:
+        ok = ok & jnp.all(jnp.isfinite(nu)) & jnp.all(jnp.isfinite(tau))
     valid = mask[:, L:] > 0
     info = GibbsInfo(
         log_joint_x=log_joint_x,
@@ -135,4 +165,6 @@ def gibbs_sweep(
         ok=ok,
         **learned,
     )
-    return Params(Ab=Ab, Q=Q, pi=pi, betas=betas), States(z=z, groups=groups), info
+    params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas) if robust is None else Params(
+        Ab=Ab, Q=Q, pi=pi, betas=betas, nu=nu)
+    return params, States(z=z, groups=groups, tau=tau), info

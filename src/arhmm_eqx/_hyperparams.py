@@ -9,6 +9,7 @@ from ._checks import check_int, check_positive, local_values
 from ._concentrations import ConcentrationPrior
 from ._custom_types import Array, ArrayLike, Float
 from ._lags import ar_dim
+from ._robust import RobustPrior
 
 
 def _as_float_array(x: ArrayLike) -> Array:
@@ -62,6 +63,8 @@ class Hyperparams(eqx.Module):
     - `concentrations`: `None` (the default: `alpha`, `gamma`, `kappa` fixed) or a
       `ConcentrationPrior`, with which each Gibbs sweep learns them (model.md, "Learned
       concentrations") and returns them in the new model's `hyperparams`.
+    - `robust`: None for Gaussian AR noise; a `RobustPrior` for Student-t noise (model.md,
+      "Robust noise"), which adds `Params.nu` and `States.tau` to the model.
     """
 
     num_states: int = eqx.field(static=True)
@@ -78,6 +81,7 @@ class Hyperparams(eqx.Module):
     # `(K, K)`; `G` gives every group of sequences its own `pi[g]` around the shared `betas`.
     num_groups: int | None = eqx.field(default=None, static=True)
     concentrations: ConcentrationPrior | None = None
+    robust: RobustPrior | None = None
 
     @property
     def ar_dim(self) -> int:
@@ -102,17 +106,23 @@ class Hyperparams(eqx.Module):
         if self.concentrations is not None and self.num_groups is not None:
             raise ValueError("learned `concentrations` with per-group transition matrices (`num_groups`) are not "
                              "supported yet: pass one of the two (fixed concentrations with groups, or no groups).")
+        if self.robust is not None and not isinstance(self.robust, RobustPrior):
+            raise TypeError(f"`robust` must be a `RobustPrior` or None (Gaussian noise); got {type(self.robust)}.")
 
     def astype(self, dtype) -> "Hyperparams":
         """The same hyperparameters with every continuous leaf in `dtype` (itself when they are)."""
         names = ("alpha", "gamma", "kappa", "nu_0", "S_0", "M_0", "K_0")
+        robust = None if self.robust is None else self.robust.astype(dtype)
         conc = self.concentrations
-        if all(getattr(self, k).dtype == dtype for k in names) and (conc is None or conc.astype(dtype) is conc):
+        if all(getattr(self, k).dtype == dtype for k in names) and robust is self.robust and (
+                conc is None or conc.astype(dtype) is conc):
             return self
         out = eqx.tree_at(lambda h: [getattr(h, k) for k in names], self,
                           [getattr(self, k).astype(dtype) for k in names])
         if conc is not None:
             out = eqx.tree_at(lambda h: h.concentrations, out, conc.astype(dtype))
+        if robust is not self.robust:  # a robust model's prior of `nu` follows too
+            out = eqx.tree_at(lambda h: h.robust, out, robust)
         return out
 
     def prior_kwargs(self, dtype) -> dict:
@@ -134,11 +144,13 @@ class Hyperparams(eqx.Module):
         K_0_scale=10.0,
         num_groups: int | None = None,
         concentrations: ConcentrationPrior | None = None,
+        robust: RobustPrior | None = None,
     ) -> "Hyperparams":
         """The default prior of model.md: `S_0 = S_0_scale I`, `K_0 = K_0_scale I`,
         `nu_0 = D + 2`, `M_0` the random-walk mean. Defaults are the typical values there.
         `num_groups`: one transition matrix per group of sequences (None: one for all).
-        `concentrations`: a `ConcentrationPrior` to learn `alpha`, `gamma` (and `kappa`)."""
+        `concentrations`: a `ConcentrationPrior` to learn `alpha`, `gamma` (and `kappa`).
+        `robust=RobustPrior(...)` gives Student-t AR noise (model.md, "Robust noise")."""
         check_sizes(num_states=num_states, latent_dim=latent_dim, nlags=nlags)
         check_positive("S_0_scale", S_0_scale)
         check_positive("K_0_scale", K_0_scale)
@@ -157,6 +169,7 @@ class Hyperparams(eqx.Module):
             K_0=jnp.asarray(K_0_scale, dtype) * jnp.eye(A, dtype=dtype),
             num_groups=num_groups,
             concentrations=concentrations,
+            robust=robust,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ from ._ar import ar_log_likelihoods
 from ._custom_types import Array, Float, Int
 from ._lags import get_lags, pad_affine
 from ._linalg import psd_cholesky, solve_lower
+from ._robust import student_t_log_density
 from ._transitions import transition_weights
 
 
@@ -23,9 +24,14 @@ def discrete_stateseq_log_prob(
 
 
 def continuous_stateseq_log_prob(
-    x: Float[Array, "*batch T D"], z: Int[Array, "*batch Tz"], Ab: Float[Array, "K D A"], Q: Float[Array, "K D D"]
+    x: Float[Array, "*batch T D"],
+    z: Int[Array, "*batch Tz"],
+    Ab: Float[Array, "K D A"],
+    Q: Float[Array, "K D D"],
+    nu: Float[Array, " K"] | None = None,
 ) -> Float[Array, "*batch Tz"]:
-    """`log Normal(x[t] | Ab[z[t]] u_t, Q[z[t]])` for every frame `t >= nlags` (unmasked)."""
+    """`log Normal(x[t] | Ab[z[t]] u_t, Q[z[t]])` for every frame `t >= nlags` (unmasked); with
+    `nu`, `log StudentT(x[t] | nu[z[t]], Ab[z[t]] u_t, Q[z[t]])` (`tau` integrated out)."""
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     u = pad_affine(get_lags(x, nlags))
@@ -35,6 +41,9 @@ def continuous_stateseq_log_prob(
     white = solve_lower(L[z].reshape(-1, D, D), resid.reshape(-1, D, 1))[..., 0]
     white = white.reshape(resid.shape)
     log_det = jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)).sum(-1)[z]
+    if nu is not None:
+        log_norm = -log_det - 0.5 * D * math.log(2 * math.pi)
+        return student_t_log_density(jnp.sum(white**2, axis=-1), log_norm, nu[z], D)
     return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * D * math.log(2 * math.pi)
 
 
@@ -45,6 +54,7 @@ def log_joint_likelihood(
     pi: Float[Array, "K K"] | Float[Array, "N K K"],
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
+    nu: Float[Array, " K"] | None = None,
 ) -> dict[str, Float[Array, ""]]:
     """`{"z": sum(log_pz * w), "x": sum(log_px * mask[..., L:])}`, with `w` the transitions
     that count (`transition_weights`: into a valid frame, or into a masked frame followed later
@@ -56,7 +66,7 @@ def log_joint_likelihood(
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     log_pz = discrete_stateseq_log_prob(z, pi)
-    log_px = continuous_stateseq_log_prob(x, z, Ab, Q)
+    log_px = continuous_stateseq_log_prob(x, z, Ab, Q, nu)
     valid_z = transition_weights(mask, nlags) > 0
     valid_x = mask[..., nlags:] > 0
     return {
@@ -86,6 +96,7 @@ def state_cross_likelihoods(
     Q: Float[Array, "K D D"],
     *,
     epsilon: float = 1e-6,
+    nu: Float[Array, " K"] | None = None,
 ) -> Float[Array, "K K"]:
     """`C[j, k]`: log-likelihood under state `k`'s dynamics of the frames assigned to `j`,
     minus that under `j`'s own, divided by the number of runs of `j` (plus `epsilon`).
@@ -100,7 +111,7 @@ def state_cross_likelihoods(
     """
     K, D, A = Ab.shape
     nlags = (A - 1) // D
-    ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), masked rows are zero
+    ll = ar_log_likelihoods(x, mask, Ab, Q, nu)  # (N, Tz, K), masked rows are zero
     summed = jax.ops.segment_sum(ll.reshape(-1, K), z.reshape(-1), num_segments=K)  # (K_j, K_k)
     own = jnp.diagonal(summed)
     runs = count_runs(z, mask[:, nlags:] > 0, K).astype(summed.dtype)

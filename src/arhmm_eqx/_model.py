@@ -24,6 +24,7 @@ from ._hyperparams import Hyperparams, check_hyperparam_values
 from ._inference import marginal_log_likelihood, sample_stateseqs, smoothed_marginals, viterbi_paths
 from ._initialize import init_params
 from ._params import Params
+from ._robust import check_nu_values, resample_tau, robust_subkeys
 from ._states import States
 
 
@@ -91,8 +92,13 @@ class ARHMM(eqx.Module):
         cls, hyperparams: Hyperparams, params: Params, x: DataArray, mask: MaskArray, *, key: PRNGKeyArray,
         groups=None,
     ) -> "ARHMM":
-        """Keep `params` and draw the states from their conditional given `x` (`groups` as in `from_prior`)."""
+        """Keep `params` and draw the states from their conditional given `x` (`groups` as in
+        `from_prior`; with a robust model, `z` and then `tau` given `z`; `params.nu` must be set)."""
         check_key(key)
+        if (hyperparams.robust is None) != (params.nu is None):
+            raise ValueError("`params.nu` must be set exactly when `hyperparams.robust` is (Student-t noise); got "
+                             f"robust={'set' if hyperparams.robust is not None else None}, "
+                             f"nu={'set' if params.nu is not None else None}.")
         x, mask = validate_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim)
         groups = check_groups(groups, hyperparams.num_groups, x.shape[0])
         return draw_given_params(hyperparams, params, x, mask, key, groups, checked=values_checked(x, mask))
@@ -179,6 +185,7 @@ class ARHMM(eqx.Module):
     def log_prior(self) -> Float[Array, ""]:
         """`log p(Ab, Q, pi | betas)`: MNIW per state and the sticky Dirichlet rows of `pi`, whose
         concentrations are raised to at least 1 so that a maximum exists (see `fit_em`)."""
+        _gaussian_only(self, "log_prior")
         return _log_prior_jit(self.params, self.hyperparams)
 
     def log_posterior(self, x: DataArray, mask: MaskArray) -> Float[Array, ""]:
@@ -186,6 +193,7 @@ class ARHMM(eqx.Module):
 
         Differentiable with respect to the parameters and to `x`.
         """
+        _gaussian_only(self, "log_posterior")
         return _log_posterior_jit(self, *self._data(x, mask))
 
     def state_cross_likelihoods(self, x: DataArray, mask: MaskArray) -> Float[Array, "K K"]:
@@ -208,37 +216,39 @@ class ARHMM(eqx.Module):
         self.check()
         p = self.params
         pi = sequence_pi(p.pi, check_groups(groups, self.hyperparams.num_groups, num_sequences))
-        return _simulate_jit(key, pi, p.Ab, p.Q, num_sequences, num_frames)
+        return _simulate_jit(key, pi, p.Ab, p.Q, num_sequences, num_frames, p.nu)
 
 
 @eqx.filter_jit
 def _log_joint_jit(model: ARHMM, x, mask):
     p, s = model.params, model.states
-    return _log_prob.log_joint_likelihood(*model._prepared(x, mask), s.z, sequence_pi(p.pi, s.groups), p.Ab, p.Q)
+    return _log_prob.log_joint_likelihood(*model._prepared(x, mask), s.z, sequence_pi(p.pi, s.groups), p.Ab, p.Q,
+                                          p.nu)
 
 
 @eqx.filter_jit
 def _marginal_jit(model: ARHMM, x, mask, groups=None):
     p = model.params
-    return marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups))
+    return marginal_log_likelihood(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), nu=p.nu)
 
 
 @eqx.filter_jit
 def _smoother_jit(model: ARHMM, x, mask, groups=None):
     p = model.params
-    return smoothed_marginals(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups))
+    return smoothed_marginals(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), nu=p.nu)
 
 
 @eqx.filter_jit
 def _cross_jit(model: ARHMM, x, mask):
     p = model.params
-    return _log_prob.state_cross_likelihoods(*model._prepared(x, mask), model.states.z, p.Ab, p.Q)
+    return _log_prob.state_cross_likelihoods(*model._prepared(x, mask), model.states.z, p.Ab, p.Q, nu=p.nu)
 
 
 @eqx.filter_jit
 def _viterbi_jit(model: ARHMM, x, mask, groups=None, *, fill_value):
     p = model.params
-    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), fill_value=fill_value)
+    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), fill_value=fill_value,
+                         nu=p.nu)
 
 
 _simulate_jit = eqx.filter_jit(simulate_dataset)
@@ -281,7 +291,12 @@ def draw_given_params(hyperparams: Hyperparams, params: Params, x, mask, key, gr
                       checked: bool = False) -> ARHMM:
     x, mask = check_data(x, mask, nlags=hyperparams.nlags, latent_dim=hyperparams.latent_dim, values_checked=checked)
     x, mask = x.astype(params.Ab.dtype), mask.astype(params.Ab.dtype)
-    z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, sequence_pi(params.pi, groups))
+    pi = sequence_pi(params.pi, groups)
+    if hyperparams.robust is not None:  # (z, tau) from their joint conditional
+        z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, pi, nu=params.nu)
+        tau = resample_tau(robust_subkeys(key)[1], x, mask, z, params.Ab, params.Q, params.nu)
+        return ARHMM(hyperparams, params, States(z=z, groups=groups, tau=tau))
+    z, _, _ = sample_stateseqs(key, x, mask, params.Ab, params.Q, pi)
     return ARHMM(hyperparams, params, States(z=z, groups=groups))
 
 
@@ -300,6 +315,9 @@ def draw_from_prior(hyperparams: Hyperparams, x, mask, key, groups=None, *, chec
             jr.split(key_params)[1], alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=hp.num_states,
             num_groups=hp.num_groups, dtype=x.dtype,
         )
+    if hp.robust is not None:  # every state's nu starts at `nu_init`; (z, tau) from their conditional
+        params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas, nu=jnp.full((hp.num_states,), hp.robust.nu_init, x.dtype))
+        return draw_given_params(hyperparams, params, x, mask, key_states, groups, checked=True)
     params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
     z, _, _ = sample_stateseqs(key_states, x, mask, Ab, Q, sequence_pi(pi, groups))
     return ARHMM(hyperparams, params, States(z=z, groups=groups))
@@ -376,6 +394,7 @@ def _check_model(model: ARHMM) -> None:
                 f"precision. Set it as an array of {dtype} (e.g. `jnp.asarray(value, jnp.{dtype})`)."
             )
     check_hyperparam_values(hp, prefix="hyperparams.")
+    _check_robust(model, batch, dtype)
     if not jnp.issubdtype(z.dtype, jnp.integer):
         raise TypeError(f"`states.z` must be an integer array; got {z.dtype}.")
     if z.ndim != len(batch) + 2:
@@ -399,3 +418,35 @@ def _check_model_groups(model: ARHMM, batch: tuple) -> None:
             f"got {groups.dtype} of shape {tuple(groups.shape)}."
         )
     check_integer_states(groups, G, "states.groups")
+
+
+def _gaussian_only(model: ARHMM, name: str) -> None:
+    if model.hyperparams.robust is not None:
+        raise ValueError(f"`{name}` is defined for Gaussian AR noise only; this model has robust (Student-t) "
+                         "noise (`hyperparams.robust` is set). Use `marginal_log_likelihood` instead.")
+
+
+def _check_robust(model: ARHMM, batch: tuple, dtype) -> None:
+    """`hyperparams.robust`, `params.nu` and `states.tau` all set (robust) or all None (Gaussian)."""
+    robust, nu, tau, z = model.hyperparams.robust, model.params.nu, model.states.tau, model.states.z
+    if robust is None:
+        if nu is not None or tau is not None:
+            raise ValueError("`params.nu` / `states.tau` are set but `hyperparams.robust` is None (Gaussian noise). "
+                             "Set `hyperparams.robust = RobustPrior(...)` for Student-t noise, or drop `nu` and `tau`.")
+        return
+    if nu is None or tau is None:
+        missing = [n for n, v in (("params.nu", nu), ("states.tau", tau)) if v is None]
+        raise ValueError(f"`hyperparams.robust` is set (Student-t noise) but {missing} are None. Build the model "
+                         "with `ARHMM.from_prior` or `ARHMM.from_params` (which draw `tau`), with `nu` of shape (K,).")
+    K = model.hyperparams.num_states
+    if tuple(nu.shape) != batch + (K,):
+        raise ValueError(f"`params.nu` has shape {tuple(nu.shape)}; expected {batch + (K,)} (one per state).")
+    if tuple(tau.shape) != tuple(z.shape):
+        raise ValueError(f"`states.tau` has shape {tuple(tau.shape)}; expected that of `states.z`, {tuple(z.shape)}.")
+    for name, leaf in (("params.nu", nu), ("states.tau", tau), ("hyperparams.robust.nu_init", robust.nu_init),
+                       ("hyperparams.robust.nu_shape", robust.nu_shape),
+                       ("hyperparams.robust.nu_rate", robust.nu_rate)):
+        if leaf.dtype != dtype:
+            raise TypeError(f"`{name}` is {leaf.dtype} but the parameters are {dtype}: a model computes in one "
+                            f"precision. Set it as an array of {dtype}.")
+    check_nu_values(nu)

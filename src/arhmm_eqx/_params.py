@@ -6,7 +6,8 @@ from ._custom_types import Array, Float
 
 
 class Params(eqx.Module):
-    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`.
+    """Parameters: `Ab` `(K, D, A)`, `Q` `(K, D, D)`, `pi` `(K, K)`, `betas` `(K,)`; and `nu` `(K,)`,
+    the degrees of freedom of a robust model's Student-t noise (None for Gaussian noise).
 
     With groups (`Hyperparams.num_groups = G`), `pi` is `(G, K, K)`: one matrix per group.
     """
@@ -15,6 +16,7 @@ class Params(eqx.Module):
     Q: Float[Array, "K D D"]
     pi: Float[Array, "K K"] | Float[Array, "G K K"]
     betas: Float[Array, " K"]
+    nu: Float[Array, " K"] | None = None
 
     def __check_init__(self):
         K, D, A = self.Ab.shape if self.Ab.ndim == 3 else (None, None, None)
@@ -23,6 +25,8 @@ class Params(eqx.Module):
         expected = {"Q": (K, D, D), "pi": (K, K), "betas": (K,)}
         if self.pi.ndim == 3:  # one matrix per group
             expected["pi"] = (self.pi.shape[0], K, K)
+        if getattr(self, "nu", None) is not None:
+            expected["nu"] = (K,)
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"`{name}` must have shape {shape} to match `Ab` {self.Ab.shape}; "

@@ -70,6 +70,8 @@ def check_mesh(mesh: Mesh, num_chains: int, num_sequences: int) -> None:
 def _model_specs(models):
     """`PartitionSpec`s for a batched model: chain axis first; `states.z` also split over sequences."""
     specs = jtu.tree_map(lambda _: P(CHAINS), models)
+    if models.states.tau is not None:  # a robust model's per-frame precisions: split as `z`
+        specs = eqx.tree_at(lambda m: m.states.tau, specs, P(CHAINS, SEQUENCES))
     return eqx.tree_at(lambda m: m.states.z, specs, P(CHAINS, SEQUENCES))
 
 
@@ -212,6 +214,8 @@ def shard_one_chain(model, x, mask, mesh: Mesh):
     """Place one model (no chain axis) and its data on `mesh`: `x`, `mask` and the states split
     over the mesh axis `"sequences"`, everything else on every device. For `fit`."""
     specs = eqx.tree_at(lambda m: m.states.z, jtu.tree_map(lambda _: P(), model), P(SEQUENCES))
+    if model.states.tau is not None:  # a robust model's per-frame precisions: split as `z`
+        specs = eqx.tree_at(lambda m: m.states.tau, specs, P(SEQUENCES))
     shardings = jtu.tree_map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda v: isinstance(v, P))
     x_sharding, mask_sharding = data_shardings(mesh)
     return jtu.tree_map(_place, (model, x, mask), (shardings, x_sharding, mask_sharding))

@@ -47,6 +47,7 @@ def sample_stateseqs(
     block: int = DEFAULT_BLOCK,
     sequence_chunk: int | None = None,
     parallel: bool = False,
+    nu: Float[Array, " K"] | None = None,
 ) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
     """Draw `z ~ p(z | x, Ab, Q, pi)` for every sequence by forward filtering / backward sampling.
 
@@ -61,6 +62,9 @@ def sample_stateseqs(
     The uniforms are drawn for all sequences at once, so the samples are the same
     whatever the chunking (up to the rounding of the products).
 
+    `nu`: the degrees of freedom of a robust model's Student-t emissions (`tau` integrated
+    out); None for Gaussian emissions.
+
     **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
     sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
     """
@@ -71,8 +75,8 @@ def sample_stateseqs(
 
     def sample(u, x_c, m_c, pi_c=pi):
         if parallel:
-            return sample_parallel(u, x_c, m_c, Ab, Q, pi_c)
-        return sample_blocked(u, x_c, m_c, Ab, Q, pi_c, block=block)
+            return sample_parallel(u, x_c, m_c, Ab, Q, pi_c, nu)
+        return sample_blocked(u, x_c, m_c, Ab, Q, pi_c, block=block, nu=nu)
 
     if sequence_chunk is None or sequence_chunk >= N:
         return sample(uniforms, x, mask)

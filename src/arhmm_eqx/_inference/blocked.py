@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._ar import squared_residual_norms, whitened_transforms
+from .._ar import emission_log_likelihoods, squared_residual_norms, whitened_transforms
 from .._custom_types import Array, Float
 from .._lags import augmented_regressors
 from .._linalg import PRECISION
@@ -59,10 +59,15 @@ def _block_regressors(x_pad, m_pad, b, nlags: int, block: int):
     return augmented_regressors(xb, nlags), mb  # (N, block, A + D), (N, block)
 
 
-def _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int):
-    """Emission log-likelihoods of one block, `(N, block, K)`; masked and padding rows are 0."""
+def _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags: int, block: int, K: int, nu=None):
+    """Emission log-likelihoods of one block, `(N, block, K)`; masked and padding rows are 0.
+
+    Gaussian, or Student-t with `nu` degrees of freedom per state (a robust model)."""
     v, mb = _block_regressors(x_pad, m_pad, b, nlags, block)
     sq = squared_residual_norms(jnp.matmul(v, W, precision=PRECISION), K)
+    if nu is not None:
+        ll = emission_log_likelihoods(sq, log_norm, nu, x_pad.shape[-1])
+        return jnp.where(mb[..., None] > 0, ll, jnp.zeros((), sq.dtype))
     return jnp.where(mb[..., None] > 0, log_norm[None, None, :] - 0.5 * sq, jnp.zeros((), sq.dtype))
 
 
@@ -75,8 +80,9 @@ def forward_filter_blocks(
     *,
     block: int = DEFAULT_BLOCK,
     keep_filtered: bool = True,
+    nu: Float[Array, " K"] | None = None,
 ):
-    """Filter every sequence.
+    """Filter every sequence (Student-t emissions with `nu` per state when `nu` is given).
 
     **Returns:** `(log_norms, (filtered, log_steps))`: the per-sequence `log p(x_n)` `(N,)`;
     the filtered messages `(num_blocks, block, N, K)`; and each frame's increment of the log
@@ -107,7 +113,7 @@ def forward_filter_blocks(
         return (pred, acc + step), ((filt, step) if keep_filtered else None)
 
     def block_step(carry, b):
-        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K)
+        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K, nu)
         # The exponentials are taken for the whole block at once, outside the recursion.
         m = jnp.max(ll, axis=-1)
         lik = jnp.exp(ll - m[..., None])
@@ -175,6 +181,7 @@ def sample_given_uniforms(
     pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     block: int = DEFAULT_BLOCK,
+    nu: Float[Array, " K"] | None = None,
 ):
     """Forward-filter backward-sample every sequence with the given uniforms, one per frame.
 
@@ -187,7 +194,7 @@ def sample_given_uniforms(
     Tz = T - nlags
     dtype = x.dtype
     tiny = jnp.finfo(dtype).tiny
-    log_norms, (filtered, log_steps) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
+    log_norms, (filtered, log_steps) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block, nu=nu)
     num_blocks = filtered.shape[0]
     uniforms = jnp.pad(uniforms, ((0, 0), (0, num_blocks * block - Tz)), constant_values=0.5)
     uniforms = jnp.swapaxes(uniforms.reshape(N, num_blocks, block), 0, 1)  # (blocks, N, block)
@@ -262,12 +269,12 @@ def map_sequence_chunks(fn, sequence_chunk: int, *arrays):
     return out, lambda a: a.reshape((num_chunks * C,) + a.shape[2:])[:N]
 
 
-def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
+def _smooth_given_filter(x, mask, Ab, Q, pi, block: int, nu=None):
     K, D, A = Ab.shape
     nlags = (A - 1) // D
     N, T, _ = x.shape
     Tz = T - nlags
-    _, (filtered, _) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block)
+    _, (filtered, _) = forward_filter_blocks(x, mask, Ab, Q, pi, block=block, nu=nu)
     W, log_norm = whitened_transforms(Ab, Q)
     x_pad, m_pad, num_blocks = _blocks(x, mask, nlags, block)
     pi_T = jnp.swapaxes(pi, -1, -2)
@@ -286,7 +293,7 @@ def _smooth_given_filter(x, mask, Ab, Q, pi, block: int):
 
     def block_step(beta, inputs):
         b, filt_b = inputs
-        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K)
+        ll = _block_log_likelihoods(x_pad, m_pad, b, W, log_norm, nlags, block, K, nu)
         lik = jnp.swapaxes(jnp.exp(ll - jnp.max(ll, axis=-1, keepdims=True)), 0, 1)  # masked rows: ones
         return lax.scan(frame_step, beta, (filt_b, lik), reverse=True, unroll=4)
 
@@ -305,6 +312,7 @@ def smoothed_marginals(
     *,
     block: int = DEFAULT_BLOCK,
     sequence_chunk: int | None = None,
+    nu: Float[Array, " K"] | None = None,
 ) -> Float[Array, "N Tz K"]:
     """Smoothed `p(z[t] | x)` by forward filtering and a normalised backward pass, in blocks of time.
 
@@ -312,17 +320,18 @@ def smoothed_marginals(
     recomputes each block's likelihoods); with `sequence_chunk`, only a chunk's messages.
     """
     if sequence_chunk is None or sequence_chunk >= x.shape[0]:
-        return _smooth_given_filter(x, mask, Ab, Q, pi, block)
+        return _smooth_given_filter(x, mask, Ab, Q, pi, block, nu)
     if pi.ndim == 3:  # each sequence's own pi: chunked with the sequences
-        smooth = lambda x_c, m_c, pi_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi_c, block)
+        smooth = lambda x_c, m_c, pi_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi_c, block, nu)
         post, unchunk = map_sequence_chunks(smooth, sequence_chunk, x, mask, pi)
         return unchunk(post)
-    smooth = lambda x_c, m_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi, block)
+    smooth = lambda x_c, m_c: _smooth_given_filter(x_c, m_c, Ab, Q, pi, block, nu)
     post, unchunk = map_sequence_chunks(smooth, sequence_chunk, x, mask)
     return unchunk(post)
 
 
-def marginal_log_likelihood(x, mask, Ab, Q, pi, *, block: int = DEFAULT_BLOCK) -> Float[Array, ""]:
-    """`log p(x | Ab, Q, pi)` summed over sequences, without storing any message."""
-    log_norms, _ = forward_filter_blocks(x, mask, Ab, Q, pi, block=block, keep_filtered=False)
+def marginal_log_likelihood(x, mask, Ab, Q, pi, *, block: int = DEFAULT_BLOCK, nu=None) -> Float[Array, ""]:
+    """`log p(x | Ab, Q, pi)` summed over sequences, without storing any message (Student-t
+    emissions with `nu`, `tau` integrated out, for a robust model)."""
+    log_norms, _ = forward_filter_blocks(x, mask, Ab, Q, pi, block=block, keep_filtered=False, nu=nu)
     return jnp.sum(log_norms)

@@ -106,6 +106,7 @@ def sample_given_uniforms(
     Ab: Float[Array, "K D A"],
     Q: Float[Array, "K D D"],
     pi: Float[Array, "K K"] | Float[Array, "N K K"],
+    nu: Float[Array, " K"] | None = None,
 ) -> tuple[Int[Array, "N Tz"], Float[Array, ""], Float[Array, ""]]:
     """Filter and sample every sequence with the given uniforms, as `blocked.sample_given_uniforms` does.
 
@@ -115,7 +116,7 @@ def sample_given_uniforms(
     **Returns:** `(z, log_joint_x, log_marginal)`: the states; `log p(x | z, Ab, Q)` of the
     sampled states over valid frames; and `log p(x | Ab, Q, pi)` summed over sequences.
     """
-    ll = ar_log_likelihoods(x, mask, Ab, Q)  # (N, Tz, K), 0 on masked frames
+    ll = ar_log_likelihoods(x, mask, Ab, Q, nu)  # (N, Tz, K), 0 on masked frames
     pi_axis = 0 if pi.ndim == 3 else None  # (N, K, K): each sequence's own pi (groups)
     log_norms, filtered = jax.vmap(parallel_filter, in_axes=(0, pi_axis))(ll, pi)
     z = jax.vmap(parallel_backward_sample, in_axes=(0, pi_axis, 0))(filtered, pi, uniforms)

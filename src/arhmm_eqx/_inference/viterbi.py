@@ -57,6 +57,7 @@ def viterbi_paths(
     pi: Float[Array, "K K"] | Float[Array, "N K K"],
     *,
     fill_value: int | None = -1,
+    nu: Float[Array, " K"] | None = None,
 ) -> Int[Array, "N Tz"]:
     """The most likely state path of every sequence (`viterbi_from_ll`).
 
@@ -67,7 +68,7 @@ def viterbi_paths(
     """
     K, D, A = Ab.shape
     nlags = (A - 1) // D
-    ll = ar_log_likelihoods(x, mask, Ab, Q)
+    ll = ar_log_likelihoods(x, mask, Ab, Q, nu)  # Student-t emissions with `nu` (robust model)
     z = viterbi_from_ll(ll, pi)
     if fill_value is None:
         return z

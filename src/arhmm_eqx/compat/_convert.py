@@ -14,6 +14,7 @@ from .._hyperparams import Hyperparams, check_sizes, default_M_0
 from .._lags import ar_dim
 from .._model import ARHMM
 from .._params import Params
+from .._robust import RobustPrior
 from .._states import States
 
 
@@ -96,7 +97,28 @@ def hyperparams_from_dict(hypparams: dict) -> Hyperparams:
     leaves = {name: _float_leaf(v, dtype) for name, v in
               (("alpha", alpha), ("gamma", gamma), ("kappa", kappa), ("nu_0", nu_0), ("S_0", S_0), ("M_0", M_0),
                ("K_0", K_0))}
+    if "nu_init" in ar:  # the reference's robust hyperparameters (`init_robust_hyperparams`)
+        leaves["robust"] = robust_prior_from_dict(ar, dtype)
     return Hyperparams(num_states=K, latent_dim=D, nlags=L, **leaves)
+
+
+# The keys of `ar_hypparams` that hold a robust model's prior of `nu`: the reference's `nu_init`
+# (its start value), and this library's prior and sampler settings (defaults of `RobustPrior`).
+ROBUST_KEYS = ("nu_init", "nu_shape", "nu_rate", "resample_nu", "nu_mh_steps", "nu_step_size")
+
+
+def robust_prior_from_dict(ar: dict, dtype) -> RobustPrior:
+    """`RobustPrior` from the robust keys of `ar_hypparams` (missing ones take their defaults)."""
+    default = RobustPrior()
+    get = lambda k: np.asarray(ar.get(k, getattr(default, k)))
+    return RobustPrior(nu_init=_float_leaf(get("nu_init"), dtype), nu_shape=_float_leaf(get("nu_shape"), dtype),
+                       nu_rate=_float_leaf(get("nu_rate"), dtype), resample_nu=bool(get("resample_nu")),
+                       nu_mh_steps=int(get("nu_mh_steps")), nu_step_size=float(get("nu_step_size")))
+
+
+def robust_prior_to_dict(robust: RobustPrior) -> dict:
+    """The robust keys of `ar_hypparams` (`ROBUST_KEYS`) as Python scalars."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k in ROBUST_KEYS for v in [getattr(robust, k)]}
 
 
 def hypparams_as_scalars(hypparams: dict) -> dict:
@@ -147,9 +169,14 @@ def model_from_dict(model: dict, data: dict | None = None) -> ARHMM:
     if groups is not None:  # a model with per-group transition matrices (as `model_to_dict` writes it)
         hp = Hyperparams(num_states=hp.num_states, latent_dim=hp.latent_dim, nlags=hp.nlags, alpha=hp.alpha,
                          gamma=hp.gamma, kappa=hp.kappa, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
-                         num_groups=int(np.shape(p["pi"])[0]))
+                         num_groups=int(np.shape(p["pi"])[0]), robust=hp.robust)
         groups = jax.device_put(np.asarray(groups).astype(np.int32))
-    return ARHMM(hp, params, States(z=jax.device_put(z), groups=groups))
+    tau = None
+    if hp.robust is not None:  # a robust model: `nu` and the precisions `tau` (ones if not given)
+        params = Params(Ab=params.Ab, Q=params.Q, pi=params.pi, betas=params.betas, nu=jax.device_put(p["nu"]))
+        tau = s["tau"] if "tau" in s else np.ones(np.shape(z), np.asarray(params.Ab).dtype)
+        tau = jax.device_put(tau)
+    return ARHMM(hp, params, States(z=jax.device_put(z), groups=groups, tau=tau))
 
 
 def model_to_dict(model: ARHMM, seed) -> dict:
@@ -171,12 +198,17 @@ def model_to_dict(model: ARHMM, seed) -> dict:
     if z.dtype != default_int():
         z = jax.device_put(np.asarray(z).astype(default_int()))
     states = {"z": z}
+    params = {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas}
     if hp.num_groups is not None:  # per-group transition matrices: pi is (G, K, K)
         trans["num_groups"] = hp.num_groups
         states["groups"] = model.states.groups
+    if hp.robust is not None:  # a robust model: nu, tau and the prior of nu
+        ar.update(robust_prior_to_dict(hp.robust))
+        states["tau"] = model.states.tau
+        params["nu"] = p.nu
     return {
         "seed": canonicalize_key(seed),
         "states": states,
-        "params": {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas},
+        "params": params,
         "hypparams": {"trans_hypparams": trans, "ar_hypparams": ar},
     }

@@ -34,6 +34,7 @@ from .._gibbs import GibbsInfo
 from .._hyperparams import Hyperparams
 from .._model import ARHMM
 from .._params import Params
+from .._robust import RobustPrior
 from .._states import States
 from ._files import atomic_write, read_arrays
 
@@ -143,6 +144,9 @@ def save_checkpoint(
         meta["num_groups"] = hp.num_groups
     if hp.concentrations is not None:  # absent (as in older checkpoints) when nothing is learned
         meta["concentrations"] = _concentrations_meta(hp)
+    if hp.robust is not None:  # the static fields of the robust prior, for `_skeleton`
+        meta["robust"] = {"resample_nu": hp.robust.resample_nu, "nu_mh_steps": hp.robust.nu_mh_steps,
+                          "nu_step_size": hp.robust.nu_step_size}
     meta["sha256"] = _digest(data, meta)  # fails before anything is written if `metadata` is not JSON
     text = json.dumps(meta, indent=1)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -253,16 +257,23 @@ def _skeleton(meta: dict, path: Path):
     if flags is not None and (not isinstance(flags, dict) or set(flags) != {"learn_alpha", "learn_gamma", "learn_kappa"}
                               or not all(isinstance(v, bool) for v in flags.values())):
         raise _corrupt(path, "its `concentrations` entry is not the three learn_* flags")
+    robust = meta.get("robust")
+    if robust is not None:  # a robust model: its prior's static fields, and the leaves nu and tau
+        try:
+            robust = RobustPrior(**robust)
+        except (TypeError, ValueError) as e:
+            raise _corrupt(path, f"robust prior unreadable: {e}") from None
 
     def build():
         A = D * L + 1
         pi_shape = (K, K) if G is None else (G, K, K)
         groups = None if G is None else jnp.zeros((1,), jnp.int32)
         conc = None if flags is None else ConcentrationPrior(**flags)
-        model = ARHMM(Hyperparams.from_scales(K, D, L, num_groups=G, concentrations=conc),
+        nu, tau = (None, None) if robust is None else (jnp.ones(K), jnp.ones((1, 1)))
+        model = ARHMM(Hyperparams.from_scales(K, D, L, num_groups=G, concentrations=conc, robust=robust),
                       Params(Ab=jnp.zeros((K, D, A)), Q=jnp.zeros((K, D, D)), pi=jnp.zeros(pi_shape),
-                             betas=jnp.zeros(K)),
-                      States(z=jnp.zeros((1, 1), jnp.int32), groups=groups))
+                             betas=jnp.zeros(K), nu=nu),
+                      States(z=jnp.zeros((1, 1), jnp.int32), groups=groups, tau=tau))
         return model, _scalar_info(jnp.zeros(()).dtype, flags is not None)
 
     treedef = jtu.tree_structure(eqx.filter_eval_shape(build))

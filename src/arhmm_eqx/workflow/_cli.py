@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                           "group (genotype, treatment, ...), sharing the states and their dynamics")
     fit.add_argument("--sequence-chunk", type=_positive(int), default=None,
                      help="sample states this many sequences at a time (bounds memory)")
+    fit.add_argument("--robust", action="store_true",
+                     help="Student-t AR noise: outliers (tracking glitches) do not make states of their own")
+    fit.add_argument("--nu", type=_positive(float), default=None,
+                     help="with --robust: start value of every state's degrees of freedom nu (default 4)")
+    fit.add_argument("--fix-nu", action="store_true", help="with --robust: keep nu at its start value")
     res = sub.add_parser("resume", help="continue a fit from its newest checkpoint, then write the results")
     res.add_argument("out", help="output folder of an earlier `fit`")
     res.add_argument("--iters", type=_positive(int), default=None,
@@ -210,7 +215,8 @@ def fit_job(data, out, options: dict, *, progress: bool = True, demo: bool = Fal
     o = options
     hp = Hyperparams.from_scales(o["num_states"], dataset.latent_dim, o["nlags"], alpha=o["alpha"], gamma=o["gamma"],
                                  kappa=o["kappa"], S_0_scale=o["s0_scale"], K_0_scale=o["k0_scale"],
-                                 num_groups=dataset.num_groups, concentrations=_concentration_prior(o))
+                                 num_groups=dataset.num_groups, concentrations=_concentration_prior(o),
+                                 robust=_robust_prior(o))
     key_init, key_fit = _chain_keys(o["seed"])
     model = ARHMM.from_prior(hp, dataset.x, dataset.mask, key=key_init, groups=dataset.groups)
     run = {"data": str(Path(data).resolve()), "data_sha256": _sha256(data), "demo": demo, **options}
@@ -274,11 +280,14 @@ def _chain_identity(run: dict) -> dict:
     identity = {k: run[k] for k in _CHAIN_OPTIONS}
     if run.get("groups") is not None:  # a grouped fit: its groups are part of the chain
         identity["groups"] = run["groups"]
-    # the learning flags only when set, so that the runs of earlier versions keep their identity
-    return identity | {k: True for k in _LEARN_OPTIONS if run.get(k)}
+    # the learning flags only when set, so that the runs of earlier versions keep their identity;
+    # a robust fit's options too (absent from the run files of Gaussian fits)
+    return identity | {k: True for k in _LEARN_OPTIONS if run.get(k)} | {k: run[k] for k in _ROBUST_OPTIONS
+                                                                         if k in run}
 
 
 _LEARN_OPTIONS = ("learn_concentrations", "learn_kappa")
+_ROBUST_OPTIONS = ("robust", "nu", "fix_nu")
 
 
 def _concentration_prior(o: dict):
@@ -288,6 +297,15 @@ def _concentration_prior(o: dict):
     if not (o.get("learn_concentrations") or o.get("learn_kappa")):
         return None
     return ConcentrationPrior.around(o["alpha"], o["gamma"], o["kappa"], learn_kappa=bool(o.get("learn_kappa")))
+
+
+def _robust_prior(options: dict):
+    """The `RobustPrior` of `--robust` (None without it)."""
+    if not options.get("robust"):
+        return None
+    from .._robust import RobustPrior
+
+    return RobustPrior(nu_init=options["nu"], resample_nu=not options["fix_nu"])
 
 
 def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
@@ -301,7 +319,7 @@ def _check_same_chain(meta: dict, run: dict, out: Path) -> None:
     if key_meta(meta["key"])["data"] != key_meta(_chain_keys(run["seed"])[1])["data"]:
         problems.append(f"its key is not that of --seed {run['seed']}")
     if saved != _chain_identity(run):
-        differ = sorted(k for k in (*_CHAIN_OPTIONS, "groups", *_LEARN_OPTIONS)
+        differ = sorted(k for k in (*_CHAIN_OPTIONS, "groups", *_LEARN_OPTIONS, *_ROBUST_OPTIONS)
                         if not isinstance(saved, dict) or saved.get(k) != _chain_identity(run).get(k))
         problems.append("its " + ", ".join(differ) + " differ" + ("s" if len(differ) == 1 else ""))
     if meta["sweep_options"] != expected:
@@ -613,6 +631,10 @@ def main(argv=None) -> int:
             if args.groups is not None:  # only then, so a fit without groups keeps the run file of before
                 options["groups"] = read_groups_csv(args.groups)
             options.update({k: True for k in _LEARN_OPTIONS if getattr(args, k)})  # absent when off, as before
+            if args.robust:
+                options.update(robust=True, nu=4.0 if args.nu is None else args.nu, fix_nu=args.fix_nu)
+            elif args.nu is not None or args.fix_nu:
+                raise ValueError("--nu and --fix-nu set the Student-t noise of --robust; add --robust.")
             return fit_job(args.data, args.out, options, progress=progress)
         if args.command == "resume":
             return resume_job(args.out, args.iters, progress=progress)

@@ -114,8 +114,10 @@ def relabel_by_usage(model: ARHMM, mask: ArrayLike) -> tuple[ARHMM, np.ndarray]:
     inverse[perm] = np.arange(K, dtype=np.int32)
     idx = jnp.asarray(perm)
     pi = p.pi[idx][:, idx] if p.pi.ndim == 2 else p.pi[:, idx][:, :, idx]  # (G, K, K): every group's matrix
-    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=pi, betas=p.betas[idx])
-    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype), groups=model.states.groups)
+    params = Params(Ab=p.Ab[idx], Q=p.Q[idx], pi=pi, betas=p.betas[idx],
+                    nu=None if p.nu is None else p.nu[idx])  # a robust model's nu follows its states
+    states = States(z=jnp.asarray(inverse)[model.states.z].astype(model.states.z.dtype), groups=model.states.groups,
+                    tau=model.states.tau)
     return ARHMM(hp, params, states), perm
 
 
