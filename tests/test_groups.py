@@ -267,7 +267,6 @@ def test_one_group_chain_equals_ungrouped_chain():
     np.testing.assert_array_equal(c1.params.betas, c0.params.betas)
     np.testing.assert_array_equal(c1.params.Ab, c0.params.Ab)
     np.testing.assert_array_equal(i1.log_joint_z, i0.log_joint_z)
-    np.testing.assert_array_equal(c1.marginal_log_likelihood(x, mask), c0.marginal_log_likelihood(x, mask))
     assert c1.states.groups is not None and c0.states.groups is None
 
 
@@ -293,35 +292,44 @@ def test_groups_checked():
 
 
 def test_grouped_inference_matches_per_sequence_models():
-    """Each sequence's marginal likelihood, smoothed marginals and Viterbi path under the
-    grouped model equal those of the one-`pi` model with its group's matrix; the parallel
-    and chunked state steps give the blocked pass's states."""
+    """With each sequence's own `pi` `(N, K, K)`, the marginal likelihood, smoothed marginals
+    and Viterbi path of every sequence equal those of the one-`pi` pass with its group's
+    matrix; the parallel and chunked state steps give the blocked pass's states. (One
+    compiled program for all of it.)"""
+    from helpers import random_model
+
+    from arhmm_eqx._inference import marginal_log_likelihood, sample_stateseqs, smoothed_marginals, viterbi_paths
+
     K, D, L, N, T = 3, 2, 1, 4, 30
     groups = np.array([0, 1, 1, 0], np.int32)
     x = jr.normal(jr.key(3), (N, T, D), f64)
-    mask = jnp.ones((N, T), f64).at[2, 25:].set(0.0)
-    hp = ae.Hyperparams.from_scales(K, D, L, kappa=3.0, S_0_scale=0.5, num_groups=2)
-    m = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(4), groups=groups)
-    hp0 = ae.Hyperparams.from_scales(K, D, L, kappa=3.0, S_0_scale=0.5)
-    smooth, path = m.stateseq_marginals(x, mask), m.most_likely_states(x, mask)
-    total = 0.0
-    for n in range(N):
-        p = m.params
-        one = ae.ARHMM(hp0, Params(Ab=p.Ab, Q=p.Q, pi=p.pi[groups[n]], betas=p.betas), States(z=m.states.z[n:n + 1]))
-        xs, ms = x[n:n + 1], mask[n:n + 1]
-        total += float(one.marginal_log_likelihood(xs, ms))
-        np.testing.assert_allclose(smooth[n:n + 1], one.stateseq_marginals(xs, ms), rtol=1e-9, atol=1e-12)
-        np.testing.assert_array_equal(path[n:n + 1], one.most_likely_states(xs, ms))
-    np.testing.assert_allclose(float(m.marginal_log_likelihood(x, mask)), total, rtol=1e-12)
-    from arhmm_eqx._inference import sample_stateseqs
+    mask = jnp.ones((N, T), f64).at[2, 25:].set(0.0).at[1, 8:12].set(0.0)
+    Ab, Q, pi0, _ = random_model(jr.key(4), K, D, L, dtype=f64)
+    pi1 = random_model(jr.key(5), K, D, L, dtype=f64)[2]
+    pi_n = jnp.stack([pi0, pi1])[groups]
 
-    p, pi_n = m.params, m.params.pi[groups]
-    a = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n)
-    b = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n, parallel=True)
-    c = sample_stateseqs(jr.key(5), x, mask, p.Ab, p.Q, pi_n, sequence_chunk=3)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[0], c[0])
-    np.testing.assert_allclose(a[2], m.marginal_log_likelihood(x, mask), rtol=1e-12)
+    @jax.jit
+    def both(x, mask, pi_n):
+        grouped = (marginal_log_likelihood(x, mask, Ab, Q, pi_n), smoothed_marginals(x, mask, Ab, Q, pi_n),
+                   viterbi_paths(x, mask, Ab, Q, pi_n, fill_value=None))
+
+        def one(xs, ms, p):
+            xs, ms = xs[None], ms[None]
+            return (marginal_log_likelihood(xs, ms, Ab, Q, p), smoothed_marginals(xs, ms, Ab, Q, p)[0],
+                    viterbi_paths(xs, ms, Ab, Q, p, fill_value=None)[0])
+
+        states = [sample_stateseqs(jr.key(6), x, mask, Ab, Q, pi_n, **kw)
+                  for kw in ({}, {"parallel": True}, {"sequence_chunk": 3})]
+        return grouped, jax.vmap(one)(x, mask, pi_n), states
+
+    (ml, smooth, path), (ml_1, smooth_1, path_1), states = both(x, mask, pi_n)
+    np.testing.assert_allclose(ml, ml_1.sum(), rtol=1e-12)
+    np.testing.assert_allclose(smooth, smooth_1, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(path, path_1)
+    assert not np.array_equal(pi_n[0], pi_n[1])  # the groups' matrices differ
+    np.testing.assert_array_equal(states[0][0], states[1][0])
+    np.testing.assert_array_equal(states[0][0], states[2][0])
+    np.testing.assert_allclose(states[0][2], ml, rtol=1e-12)
 
 
 def test_grouped_chains_vmap():
