@@ -190,7 +190,7 @@ def test_alpha_kappa_conditional_is_exact():
 # The transition block with learning on: Geweke, with teeth.
 
 K, L, N, TZ = 3, 1, 2, 14
-NUM_MC, NUM_SC, NUM_SC_TEETH = 20_000, 4_000, 3_000
+NUM_MC, NUM_SC, NUM_SC_TEETH = 10_000, 4_000, 3_000
 NUM_SC_SWEEP = 4_000
 BLOCK_CASES = {
     "alpha_gamma": ConcentrationPrior(alpha_shape=3.0, alpha_rate=1.0, gamma_shape=3.0, gamma_rate=1.0),
@@ -371,11 +371,22 @@ def test_geweke_whole_sweep_with_learning():
 # Structure.
 
 
-def _small_problem(prior=None):
+@functools.cache
+def _base_problem():
     x = jr.normal(jr.key(1), (2, 30, 1), f64)
     mask = jnp.ones((2, 30), f64)
-    hp = Hyperparams.from_scales(3, 1, 1, alpha=3.0, gamma=5.0, kappa=10.0, concentrations=prior)
+    hp = Hyperparams.from_scales(3, 1, 1, alpha=3.0, gamma=5.0, kappa=10.0)
     return ae.ARHMM.from_prior(hp, x, mask, key=jr.key(2)), x, mask
+
+
+def _small_problem(prior=None):
+    """One small model, without or with a `ConcentrationPrior` (attached with `eqx.tree_at`, so
+    that only one model is drawn from the prior and compiled for)."""
+    model, x, mask = _base_problem()
+    if prior is not None:
+        model = eqx.tree_at(lambda m: m.hyperparams.concentrations, model, prior.astype(f64),
+                            is_leaf=lambda v: v is None)
+    return model, x, mask
 
 
 # one prior structure for the structure, vmap and checkpoint tests, so they share compiled sweeps

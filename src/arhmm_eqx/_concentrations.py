@@ -31,6 +31,7 @@ from jax.scipy.special import gammaln
 from ._checks import check_positive
 from ._custom_types import Array, ArrayLike, Float, PRNGKeyArray
 from ._distributions import sample_log_gamma
+from ._slice_sampling import slice_step
 from ._table_counts import sample_cells, sample_override_table_counts
 from ._transitions import count_transitions, sample_betas, sample_pi
 
@@ -127,8 +128,8 @@ def sample_log_beta(key: PRNGKeyArray, a, b):
 
 def sample_alpha(
     key: PRNGKeyArray,
-    counts: Float[Array, "K K"],
-    mbar: Float[Array, "K K"],
+    counts: Float[Array, "*G K K"],
+    mbar: Float[Array, "*G K K"],
     alpha: Float[Array, ""],
     kappa: Float[Array, ""],
     shape: Float[Array, ""],
@@ -138,10 +139,11 @@ def sample_alpha(
 
     Draws `w_i ~ Beta(alpha + kappa, n_i.)` for the rows with `n_i. > 0` and then
     `alpha ~ Gamma(shape + sum mbar, rate - sum_i log w_i)` (model.md, "Learned concentrations").
+    Leading axes `*G` (e.g. one transition matrix per group, all sharing `betas`) hold more rows.
     """
     dtype = counts.dtype
     key_w, key_a = jr.split(key)
-    n_row = counts.sum(axis=1)
+    n_row = counts.sum(axis=-1)
     used = n_row > 0
     ab = jnp.broadcast_to(alpha + kappa, n_row.shape).astype(dtype)
     log_w = jnp.where(used, sample_log_beta(key_w, ab, jnp.where(used, n_row, 1.0)), 0.0)
@@ -151,7 +153,7 @@ def sample_alpha(
 
 def sample_gamma(
     key: PRNGKeyArray,
-    mbar: Float[Array, "K K"],
+    mbar: Float[Array, "*G K K"],
     gamma: Float[Array, ""],
     shape: Float[Array, ""],
     rate: Float[Array, ""],
@@ -161,11 +163,12 @@ def sample_gamma(
     Draws `eta ~ Beta(gamma, M)` (when `M = sum mbar > 0`), the top-level tables
     `t_j = sum_k Bernoulli((gamma / K) / (gamma / K + k))`, `k < M_j`, of every column, then
     `gamma ~ Gamma(shape + sum_j t_j, rate - log eta)` (model.md, "Learned concentrations").
+    Leading axes `*G` hold more rows (groups sharing `betas`): their tables add up.
     """
     dtype = mbar.dtype
-    K = mbar.shape[0]
+    K = mbar.shape[-1]
     key_eta, key_t, key_g = jr.split(key, 3)
-    col = mbar.sum(axis=0)
+    col = mbar.reshape(-1, K).sum(axis=0)
     total = col.sum()
     log_eta = jnp.where(total > 0, sample_log_beta(key_eta, gamma.astype(dtype), jnp.maximum(total, 1.0)), 0.0)
     t = sample_cells(key_t, col, jnp.broadcast_to(gamma / K, col.shape).astype(dtype), jnp.zeros_like(col))
@@ -187,58 +190,18 @@ def _lgamma_ratio(c, n):
 
 
 def collapsed_log_likelihood(
-    counts: Float[Array, "K K"], betas: Float[Array, " K"], alpha: Float[Array, ""], kappa: Float[Array, ""]
+    counts: Float[Array, "*G K K"], betas: Float[Array, " K"], alpha: Float[Array, ""], kappa: Float[Array, ""]
 ) -> Float[Array, ""]:
     """`log p(n | betas, alpha, kappa)` with `pi` integrated out, up to a constant:
     `sum_i [lgamma(alpha + kappa) - lgamma(alpha + kappa + n_i.)] + sum_ij [lgamma(c_ij + n_ij) - lgamma(c_ij)]`,
     `c_ij = alpha betas_j + kappa [i = j]`."""
-    K = counts.shape[0]
+    K = counts.shape[-1]
     tiny = jnp.finfo(counts.dtype).tiny
     c = jnp.maximum(alpha * betas[None, :] + kappa * jnp.eye(K, dtype=counts.dtype), tiny)
-    rows = _lgamma_ratio(jnp.broadcast_to(alpha + kappa, (K,)), counts.sum(axis=1))
+    c = jnp.broadcast_to(c, counts.shape)
+    n_row = counts.sum(axis=-1)
+    rows = _lgamma_ratio(jnp.broadcast_to(alpha + kappa, n_row.shape), n_row)
     return jnp.sum(_lgamma_ratio(c, counts)) - jnp.sum(rows)
-
-
-_MAX_STEPS_OUT = 32  # stepping-out bound m of Neal (2003, fig. 3): the interval reaches up to m widths
-_MAX_SHRINK = 200  # the shrinking interval reaches the current point (always accepted) well before
-
-
-def slice_step(key: PRNGKeyArray, x0, log_density, width):
-    """One univariate slice-sampling update (Neal 2003, stepping out then shrinkage); it leaves
-    the density `exp(log_density)` invariant. Pure JAX loops: jit- and vmap-safe."""
-    key_y, key_u, key_j, key_s = jr.split(key, 4)
-    dtype = x0.dtype
-    log_y = log_density(x0) - jr.exponential(key_y, (), dtype)
-    left = x0 - width * jr.uniform(key_u, (), dtype)
-    right = left + width
-    j = jnp.floor(_MAX_STEPS_OUT * jr.uniform(key_j, (), dtype))
-    k = _MAX_STEPS_OUT - 1 - j
-
-    def out_left(c):
-        left, j = c
-        return left - width, j - 1
-
-    def out_right(c):
-        right, k = c
-        return right + width, k - 1
-
-    left, _ = lax.while_loop(lambda c: (c[1] > 0) & (log_density(c[0]) > log_y), out_left, (left, j))
-    right, _ = lax.while_loop(lambda c: (c[1] > 0) & (log_density(c[0]) > log_y), out_right, (right, k))
-
-    def shrink_cond(c):
-        _, _, _, done, i = c
-        return ~done & (i < _MAX_SHRINK)
-
-    def shrink_body(c):
-        left, right, x, _, i = c
-        x1 = left + (right - left) * jr.uniform(jr.fold_in(key_s, i), (), dtype)
-        ok = log_density(x1) > log_y
-        left = jnp.where(~ok & (x1 < x0), x1, left)
-        right = jnp.where(~ok & (x1 >= x0), x1, right)
-        return left, right, jnp.where(ok, x1, x), ok, i + 1
-
-    _, _, x, _, _ = lax.while_loop(shrink_cond, shrink_body, (left, right, x0, jnp.zeros((), bool), 0))
-    return x
 
 
 _SLICE_ROUNDS = 2  # updates of (log(alpha + kappa), logit(rho)) per sweep: cheap (K^2 log-gammas each)
@@ -246,7 +209,7 @@ _SLICE_ROUNDS = 2  # updates of (log(alpha + kappa), logit(rho)) per sweep: chea
 
 def sample_alpha_kappa(
     key: PRNGKeyArray,
-    counts: Float[Array, "K K"],
+    counts: Float[Array, "*G K K"],
     betas: Float[Array, " K"],
     alpha: Float[Array, ""],
     kappa: Float[Array, ""],

@@ -23,6 +23,10 @@ _TRACE_PANELS = (
     ("log_joint_x", "log p(x | z, params)"),
     ("num_states_used", "states used"),
     ("median_duration", "median duration (frames)"),
+    # in the trace only when the model learns its concentrations (`ConcentrationPrior`)
+    ("alpha", "alpha"),
+    ("gamma", "gamma"),
+    ("kappa", "kappa"),
 )
 
 
@@ -42,7 +46,7 @@ def state_colors(num_states: int) -> np.ndarray:
 
 def plot_traces(infos, *, start_iter: int = 0) -> Figure:
     """Sampler traces against the sweep: `log_joint_x`, `num_states_used` and, if present,
-    `median_duration`, one panel each.
+    `median_duration` and the learned concentrations `alpha`, `gamma`, `kappa`, one panel each.
 
     `infos`: a stacked `GibbsInfo` (from `run_chain`) or a dict of arrays with those keys;
     each of shape `(iters,)`, or `(chains, iters)` for one line per chain.
