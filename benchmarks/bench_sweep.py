@@ -7,6 +7,7 @@ a file in the temporary directory, as a user's recordings would be. Run from the
     .venv/bin/python benchmarks/bench_sweep.py                   # the standard table
     .venv/bin/python benchmarks/bench_sweep.py --only moseq      # one workload
     .venv/bin/python benchmarks/bench_sweep.py --custom 4 10000 10 3 50
+    .venv/bin/python benchmarks/bench_sweep.py --only moseq --robust    # Student-t noise (nu resampled)
 
 Columns: workload, N, T, D, L, K, frames, compile (s, first call minus a warm call),
 sweep (s, median of --repeats warm sweeps, each ended by block_until_ready), peak RSS
@@ -76,7 +77,7 @@ def make_data(N, T, D, L, K):
         os.replace(path + ".tmp.npy", path)
 
 
-def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False):
+def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False, robust=False):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
@@ -86,7 +87,8 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=F
 
     x = jnp.asarray(np.load(data_path(N, T, D, L, K)))
     mask = jnp.ones((N, T), jnp.float32)
-    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa)
+    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa,
+                                    robust=ae.RobustPrior() if robust else None)
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1))
     jax.block_until_ready(model)
     t0 = time.perf_counter()
@@ -118,6 +120,7 @@ def main():
     parser.add_argument("--kappa", type=float, default=1e6)
     parser.add_argument("--sequence-chunk", type=int, default=None, help="the memory knob of gibbs_step")
     parser.add_argument("--parallel", action="store_true", help="parallel-in-time filter and sampler")
+    parser.add_argument("--robust", action="store_true", help="robust (Student-t) noise, nu resampled")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,7 +140,7 @@ def main():
     print("-" * len(header))
     for name, (N, T, D, L, K) in todo:
         spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa,
-                    sequence_chunk=args.sequence_chunk, parallel=args.parallel)
+                    sequence_chunk=args.sequence_chunk, parallel=args.parallel, robust=args.robust)
         subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)

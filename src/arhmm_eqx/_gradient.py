@@ -133,6 +133,9 @@ def fit_gradient(
     so it can seed `run_chain` or `fit_em`; and the loss before each step, shape `(num_steps,)`.
     """
     hp = model.hyperparams
+    if hp.robust is not None:
+        raise ValueError("`fit_gradient` fits Gaussian AR noise; this model has robust (Student-t) noise "
+                         "(`hyperparams.robust` is set). Fit it by Gibbs sampling (`run_chain`, `fit`).")
     num_steps = check_int("num_steps", num_steps)
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     N = x.shape[0]
