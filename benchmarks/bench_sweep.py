@@ -10,6 +10,7 @@ a file in the temporary directory, as a user's recordings would be. Run from the
     .venv/bin/python benchmarks/bench_sweep.py --only moseq --groups 4   # per-group transitions
     .venv/bin/python benchmarks/bench_sweep.py --only moseq --learn-concentrations   # alpha, gamma learned
     .venv/bin/python benchmarks/bench_sweep.py --only moseq --learn-kappa            # kappa too
+    .venv/bin/python benchmarks/bench_sweep.py --only moseq --robust    # Student-t noise (nu resampled)
 
 Columns: workload, N, T, D, L, K, frames, compile (s, first call minus a warm call),
 sweep (s, median of --repeats warm sweeps, each ended by block_until_ready), peak RSS
@@ -79,7 +80,8 @@ def make_data(N, T, D, L, K):
         os.replace(path + ".tmp.npy", path)
 
 
-def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False, groups=None, learn=None):
+def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=False, groups=None, learn=None,
+            robust=False):
     import jax
     import jax.numpy as jnp
     import jax.random as jr
@@ -91,7 +93,7 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=F
     mask = jnp.ones((N, T), jnp.float32)
     conc = None if learn is None else ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")
     hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, num_groups=groups,
-                                    concentrations=conc)
+                                    concentrations=conc, robust=ae.RobustPrior() if robust else None)
     # with groups, sequences are dealt to the groups in turn
     labels = None if groups is None else np.arange(N) % groups
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1), groups=labels)
@@ -129,6 +131,7 @@ def main():
                         help="per-group transition matrices with this many groups (sequences dealt in turn)")
     parser.add_argument("--learn-concentrations", action="store_true", help="the sweep learns alpha and gamma")
     parser.add_argument("--learn-kappa", action="store_true", help="the sweep learns alpha, gamma and kappa")
+    parser.add_argument("--robust", action="store_true", help="robust (Student-t) noise, nu resampled")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,7 +152,8 @@ def main():
     for name, (N, T, D, L, K) in todo:
         spec = dict(name=name, N=N, T=T, D=D, L=L, K=K, repeats=args.repeats, kappa=args.kappa,
                     sequence_chunk=args.sequence_chunk, parallel=args.parallel, groups=args.groups,
-                    learn="kappa" if args.learn_kappa else ("alpha_gamma" if args.learn_concentrations else None))
+                    learn="kappa" if args.learn_kappa else ("alpha_gamma" if args.learn_concentrations else None),
+                    robust=args.robust)
         subprocess.run([sys.executable, __file__, "--make-data", json.dumps([N, T, D, L, K])], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                              text=True, env=os.environ)

@@ -38,7 +38,7 @@ _OWN_COMPILATIONS = ("test_compile_cache.py", "test_compiler_memory.py")
 _RUNTIME_BOUND = (
     "test_ar.py", "test_compiler_memory.py", "test_distributions.py", "test_geweke.py", "test_hdp_conditionals.py",
     "test_memory.py", "test_recovery.py", "test_sbc.py", "test_stability.py", "test_table_counts.py",
-    "test_transitions.py", "test_groups.py",
+    "test_transitions.py", "test_groups.py", "test_robust_geweke.py",
 )
 
 

@@ -254,6 +254,9 @@ def fit_em(
     if hp.num_groups is not None:
         raise ValueError("`fit_em` takes models without groups (`hyperparams.num_groups` is None); fit a model "
                          "with per-group transition matrices by Gibbs sampling (`run_chain`, `fit`).")
+    if hp.robust is not None:
+        raise ValueError("`fit_em` fits Gaussian AR noise; this model has robust (Student-t) noise "
+                         "(`hyperparams.robust` is set). Fit it by Gibbs sampling (`run_chain`, `fit`).")
     x, mask = validate_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host; no JAX operation
     if not most_likely_states:
         check_states_fit_data(model.states.z, x, hp.nlags)

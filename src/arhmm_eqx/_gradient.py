@@ -136,6 +136,9 @@ def fit_gradient(
     if hp.num_groups is not None:
         raise ValueError("`fit_gradient` takes models without groups (`hyperparams.num_groups` is None); fit a "
                          "model with per-group transition matrices by Gibbs sampling (`run_chain`, `fit`).")
+    if hp.robust is not None:
+        raise ValueError("`fit_gradient` fits Gaussian AR noise; this model has robust (Student-t) noise "
+                         "(`hyperparams.robust` is set). Fit it by Gibbs sampling (`run_chain`, `fit`).")
     num_steps = check_int("num_steps", num_steps)
     x, mask = check_data(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)
     N = x.shape[0]
