@@ -1,7 +1,7 @@
 """The reference's robust (Student-t) AR-HMM API (`jax_moseq.models.robust_arhmm`), on the native robust model.
 
 Module names map one to one: `jax_moseq.models.robust_arhmm.gibbs` -> `arhmm_eqx.compat.robust_arhmm.gibbs`.
-The reference's `separate_trans` (one transition matrix per group) is not provided.
+`separate_trans` (one transition matrix per group) is a module of its own, as in the reference.
 """
 
 from .gibbs import (
