@@ -31,6 +31,7 @@ from jax.scipy.special import gammaln
 from ._checks import check_positive
 from ._custom_types import Array, ArrayLike, Float, PRNGKeyArray
 from ._distributions import sample_log_gamma
+from ._group_transitions import count_group_transitions, sample_group_pi, sample_group_table_counts, sample_shared_betas
 from ._slice_sampling import slice_step
 from ._table_counts import sample_cells, sample_override_table_counts
 from ._transitions import count_transitions, sample_betas, sample_pi
@@ -260,8 +261,15 @@ def resample_hdp_with_concentrations(
     prior: ConcentrationPrior,
     num_states: int,
     nlags: int,
+    groups=None,
+    num_groups: int | None = None,
 ):
     """The transition block with learned concentrations (model.md, "Learned concentrations").
+
+    With `num_groups` (and each sequence's `groups`), the block of per-group transition
+    matrices sharing `betas` (model.md, "Groups"): counts and table counts per group, whose
+    rows all enter the concentrations' conditionals, pooled tables for `betas`, one `pi[g]`
+    per group.
 
     Order: `(alpha, kappa)` given `n, betas` (with `learn_kappa`); the table counts `mbar`
     given `betas`; `alpha` given `mbar, n` (with `learn_alpha` alone); `gamma` given `mbar`;
@@ -276,15 +284,21 @@ def resample_hdp_with_concentrations(
     key_alpha, key_gamma, key_kappa = jr.split(jr.fold_in(key, 3), 3)
     alpha, kappa, gamma = (jnp.asarray(v, dtype) for v in (alpha, kappa, gamma))
     pr = prior.astype(dtype)
-    counts = count_transitions(z, mask, num_states=num_states, nlags=nlags).astype(dtype)
+    if num_groups is None:
+        counts = count_transitions(z, mask, num_states=num_states, nlags=nlags).astype(dtype)
+        tables, draw_betas, draw_pi = sample_override_table_counts, sample_betas, sample_pi
+    else:
+        counts = count_group_transitions(z, mask, groups, num_states=num_states, num_groups=num_groups,
+                                         nlags=nlags).astype(dtype)
+        tables, draw_betas, draw_pi = sample_group_table_counts, sample_shared_betas, sample_group_pi
     if pr.learn_kappa:
         alpha, kappa = sample_alpha_kappa(key_kappa, counts, betas, alpha, kappa, shape=pr.alpha_shape,
                                           rate=pr.alpha_rate, rho_a=pr.rho_a, rho_b=pr.rho_b)
-    mbar = sample_override_table_counts(key_tables, counts, betas, alpha, kappa)
+    mbar = tables(key_tables, counts, betas, alpha, kappa)
     if pr.learn_alpha and not pr.learn_kappa:
         alpha = sample_alpha(key_alpha, counts, mbar, alpha, kappa, pr.alpha_shape, pr.alpha_rate)
     if pr.learn_gamma:
         gamma = sample_gamma(key_gamma, mbar, gamma, pr.gamma_shape, pr.gamma_rate)
-    betas = sample_betas(key_betas, mbar, gamma)
-    pi = sample_pi(key_pi, counts, betas, alpha, kappa)
+    betas = draw_betas(key_betas, mbar, gamma)
+    pi = draw_pi(key_pi, counts, betas, alpha, kappa)
     return betas, pi, alpha, gamma, kappa

@@ -110,18 +110,19 @@ def gibbs_sweep(
     robust, nu, tau = hp.robust, p.nu, states.tau
     if robust is not None:
         key_nu, key_tau = robust_subkeys(key)
-    if not options.states_only and hp.num_groups is not None:  # one pi per group, shared betas
+    if not options.states_only and conc is not None:  # with one pi per group when num_groups is set
+        betas, pi, alpha, gamma, kappa = resample_hdp_with_concentrations(
+            key_trans, z, mask, betas, alpha=alpha, kappa=kappa, gamma=gamma, prior=conc, num_states=K, nlags=L,
+            groups=groups, num_groups=hp.num_groups,
+        )
+    elif not options.states_only and hp.num_groups is not None:  # one pi per group, shared betas
         betas, pi = resample_group_transitions(
             key_trans, z, mask, groups, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K,
             num_groups=hp.num_groups, nlags=L,
         )
-    elif not options.states_only and conc is None:
+    elif not options.states_only:
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
-        )
-    elif not options.states_only:
-        betas, pi, alpha, gamma, kappa = resample_hdp_with_concentrations(
-            key_trans, z, mask, betas, alpha=alpha, kappa=kappa, gamma=gamma, prior=conc, num_states=K, nlags=L
         )
     if not options.states_only:
         if robust is None:

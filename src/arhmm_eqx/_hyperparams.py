@@ -103,9 +103,6 @@ class Hyperparams(eqx.Module):
         if self.concentrations is not None and not isinstance(self.concentrations, ConcentrationPrior):
             raise TypeError("`concentrations` must be None or a `ConcentrationPrior`; "
                             f"got {type(self.concentrations).__name__}.")
-        if self.concentrations is not None and self.num_groups is not None:
-            raise ValueError("learned `concentrations` with per-group transition matrices (`num_groups`) are not "
-                             "supported yet: pass one of the two (fixed concentrations with groups, or no groups).")
         if self.robust is not None and not isinstance(self.robust, RobustPrior):
             raise TypeError(f"`robust` must be a `RobustPrior` or None (Gaussian noise); got {type(self.robust)}.")
 
