@@ -107,12 +107,14 @@ def _setup(name):
     hp = _hyperparams(K, D, L, PRIOR)
     mask = trailing_mask(N, T, SIZES["padded"])
     ar = dict(nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0)
-    # jitted: run op by op, these draws compile dozens of small programs (tens of seconds)
-    fixed = jax.jit(lambda k: init_params(k, alpha=hp.alpha, gamma=hp.gamma, kappa=hp.kappa, **ar, num_states=K,
-                                          dtype=f64))(jr.key(7))
-    # the blocks alone hold (Ab, Q) fixed at a stable AR(1) per state (x stays of order one)
-    fixed = (jnp.asarray([[[0.5, 0.3]], [[-0.4, -0.2]]], f64), jnp.asarray([[[1.0]], [[0.5]]], f64)) + fixed[2:]
-    z_fixed = jax.jit(lambda k: simulate_z(k, fixed[3], N, T - L))(jr.key(8))
+    # the blocks alone hold (Ab, Q) fixed at a stable AR(1) per state (x stays of order one), and
+    # (betas, pi, z) at one draw from their prior (`init_params` with key 7, then `simulate_z`
+    # with key 8), written out so that no program compiles for them
+    fixed = (jnp.asarray([[[0.5, 0.3]], [[-0.4, -0.2]]], f64), jnp.asarray([[[1.0]], [[0.5]]], f64),
+             jnp.asarray([0.6764412301662525, 0.3235587698337475], f64),
+             jnp.asarray([[0.46202215328932034, 0.5379778467106796], [0.27943156631026905, 0.720568433689731]], f64))
+    z_fixed = jnp.asarray([[0, 0, 0, 0, 0, 1, 0, 1, 1], [1, 0, 1, 1, 0, 0, 1, 1, 1]], jnp.int32)
+    assert z_fixed.shape == (N, T - L)
 
     def draw(key, what):
         key_p, key_nu, key_z, key_tau, key_x = jr.split(key, 5)
@@ -195,7 +197,8 @@ def test_geweke_robust(name):
 # successive-conditional draws: tau_shape_plus_half 61, tau_rate_without_nu 282, nu_no_jacobian 18,
 # nu_prior_rate_doubled 51, ar_unweighted 73, states_gaussian 6.7; ar_count_is_sum_tau only 2.1
 # (sum(tau) has the mean of the count under the model, so that change is too small to see here).
-# To keep the suite short none runs in it; `run_mutation(name, monkeypatch)` runs one.
+# `run_mutation(name, monkeypatch)` runs one. In the suite: tau_shape_plus_half against the tau and
+# nu blocks together (the "latent" set-up, whose marginal-conditional draws the test above made).
 
 
 def _tau_shape_plus_half(original):
@@ -263,8 +266,14 @@ MUTATIONS = {
 }
 
 
-def run_mutation(name, monkeypatch):
-    block, module, attr, make = MUTATIONS[name]
+def run_mutation(name, monkeypatch, block=None, num_sc=NUM_SC_TEETH):
+    default_block, module, attr, make = MUTATIONS[name]
+    block = block or default_block
     setup = _setup(block)
     monkeypatch.setattr(module, attr, make(getattr(module, attr)))
-    return _run(setup, _step(block, setup), num_sc=NUM_SC_TEETH, seed=52, title=f"robust {block}, {name}")
+    return _run(setup, _step(block, setup), num_sc=num_sc, seed=52, title=f"robust {block}, {name}")
+
+
+def test_geweke_robust_rejects(monkeypatch):
+    zmax, table = run_mutation("tau_shape_plus_half", monkeypatch, block="latent")
+    assert zmax > Z_MAX, table
