@@ -103,14 +103,16 @@ def hyperparams_from_dict(hypparams: dict) -> Hyperparams:
 
 
 # The keys of `ar_hypparams` that hold a robust model's prior of `nu`: the reference's `nu_init`
-# (its start value), and this library's prior and sampler settings (defaults of `RobustPrior`).
+# (its start value), and this library's prior and sampler settings. A reference dict has none of
+# the latter: they then take the reference's values, its prior Gamma(1, rate 1) and 100 steps per
+# sweep (here on log nu, of standard deviation 0.1), with nu resampled.
 ROBUST_KEYS = ("nu_init", "nu_shape", "nu_rate", "resample_nu", "nu_mh_steps", "nu_step_size")
+REFERENCE_NU_PRIOR = {"nu_shape": 1.0, "nu_rate": 1.0, "resample_nu": True, "nu_mh_steps": 100, "nu_step_size": 0.1}
 
 
 def robust_prior_from_dict(ar: dict, dtype) -> RobustPrior:
-    """`RobustPrior` from the robust keys of `ar_hypparams` (missing ones take their defaults)."""
-    default = RobustPrior()
-    get = lambda k: np.asarray(ar.get(k, getattr(default, k)))
+    """`RobustPrior` from the robust keys of `ar_hypparams` (missing ones: `REFERENCE_NU_PRIOR`)."""
+    get = lambda k: np.asarray(ar.get(k, REFERENCE_NU_PRIOR.get(k)))
     return RobustPrior(nu_init=_float_leaf(get("nu_init"), dtype), nu_shape=_float_leaf(get("nu_shape"), dtype),
                        nu_rate=_float_leaf(get("nu_rate"), dtype), resample_nu=bool(get("resample_nu")),
                        nu_mh_steps=int(get("nu_mh_steps")), nu_step_size=float(get("nu_step_size")))

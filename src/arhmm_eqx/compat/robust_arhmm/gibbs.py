@@ -24,8 +24,8 @@ from .. import _convert
 
 
 # The reference's settings of the nu sampler and prior, used where `ar_hypparams` does not say.
-NU_MH_STEPS = 100
-REFERENCE_NU_PRIOR = {"nu_shape": 1.0, "nu_rate": 1.0, "nu_mh_steps": NU_MH_STEPS, "nu_step_size": 0.1}
+REFERENCE_NU_PRIOR = _convert.REFERENCE_NU_PRIOR
+NU_MH_STEPS = REFERENCE_NU_PRIOR["nu_mh_steps"]
 
 
 def _prepare(x, mask, Ab):
@@ -107,7 +107,7 @@ def resample_nu(seed, mask, z, tau, nu, num_states, nlags, **kwargs):
     """Compatible with `jax_moseq.models.robust_arhmm.gibbs.resample_nu`: Metropolis-Hastings on
     every state's `nu` given the precisions of its frames (see the module docstring). `kwargs`
     may hold `nu_shape`, `nu_rate`, `nu_mh_steps`, `nu_step_size`. **Returns:** `nu` `(K,)`."""
-    s = {k: kwargs.get(k, v) for k, v in REFERENCE_NU_PRIOR.items()}
+    s = {k: kwargs.get(k, v) for k, v in REFERENCE_NU_PRIOR.items() if k != "resample_nu"}
     return _nu_jit(_convert.canonicalize_key(seed), _jnp.asarray(mask), _jnp.asarray(z).astype(_jnp.int32),
                    _jnp.asarray(tau), _jnp.asarray(nu), _convert.host_scalar(s["nu_shape"]),
                    _convert.host_scalar(s["nu_rate"]), num_steps=int(s["nu_mh_steps"]),
@@ -127,8 +127,6 @@ def hyperparams_with_reference_prior(hypparams: dict):
     sampler settings of `nu` where `ar_hypparams` gives none."""
     ar = dict(hypparams["ar_hypparams"])
     ar.setdefault("nu_init", ar.get("nu", 4.0))
-    for k, v in REFERENCE_NU_PRIOR.items():
-        ar.setdefault(k, v)
     return _convert.hyperparams_from_dict({**hypparams, "ar_hypparams": ar})
 
 
