@@ -88,8 +88,9 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=F
 
     x = jnp.asarray(np.load(data_path(N, T, D, L, K)))
     mask = jnp.ones((N, T), jnp.float32)
-    conc = None if learn is None else ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")
-    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, concentrations=conc)
+    learned = {} if learn is None else {  # learned concentrations: the sweep also updates alpha, gamma (kappa)
+        "concentrations": ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")}
+    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, **learned)
     model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1))
     jax.block_until_ready(model)
     t0 = time.perf_counter()
