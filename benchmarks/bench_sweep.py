@@ -91,12 +91,18 @@ def run_one(name, N, T, D, L, K, repeats, kappa, sequence_chunk=None, parallel=F
 
     x = jnp.asarray(np.load(data_path(N, T, D, L, K)))
     mask = jnp.ones((N, T), jnp.float32)
-    conc = None if learn is None else ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")
-    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, num_groups=groups,
-                                    concentrations=conc, robust=ae.RobustPrior() if robust else None)
+    # options only when used, so that the script runs on earlier versions too
+    options = {}
+    if learn is not None:  # learned concentrations: the sweep also updates alpha, gamma (kappa)
+        options["concentrations"] = ae.ConcentrationPrior.around(5.7, 1e3, kappa, learn_kappa=learn == "kappa")
+    if groups is not None:
+        options["num_groups"] = groups
+    if robust:
+        options["robust"] = ae.RobustPrior()
+    hp = ae.Hyperparams.from_scales(K, D, L, alpha=5.7, gamma=1e3, kappa=kappa, **options)
     # with groups, sequences are dealt to the groups in turn
-    labels = None if groups is None else np.arange(N) % groups
-    model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1), groups=labels)
+    labels = {} if groups is None else {"groups": np.arange(N) % groups}
+    model = ae.ARHMM.from_prior(hp, x, mask, key=jr.key(1), **labels)
     jax.block_until_ready(model)
     t0 = time.perf_counter()
     model, _ = ae.gibbs_step(jr.key(2), model, x, mask, sequence_chunk=sequence_chunk, parallel=parallel)

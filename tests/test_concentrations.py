@@ -2,13 +2,16 @@
 
 - Each conditional alone against its exact 1-D (or 2-D) posterior by quadrature, for fixed
   tiny counts: many independent chains of the conditional's own kernel, whose stationary
-  law must be that posterior (mean and variance as z-scores).
-- The transition block with learning on (concentrations, tables, `betas`, `pi` given `z`,
-  then `z ~ pi`) and the whole sweep with learning on: Geweke joint-distribution tests
-  (see `geweke_utils`), with teeth: a planted wrong conditional per concentration must reject.
+  law must be that posterior (mean and variance as z-scores). The three kernels run side by
+  side in one compiled program.
+- The transition block learning alpha, gamma and kappa (concentrations, tables, `betas`, `pi`
+  given `z`, then `z ~ pi`) and the whole sweep learning alpha and gamma: Geweke
+  joint-distribution tests (see `geweke_utils`), so that every conditional is in one. With
+  teeth: a planted wrong conditional (per conditional) must reject; one compiled chain per
+  test serves the correct sampler and its mutations (selected by a traced number).
 - Structure: learning off leaves the chain bit-identical; vmap over chains with different
-  priors equals a loop.
-"""
+  priors equals a loop; fit/resume is bit-exact; command-line flags; bad priors.
+- Recovery of known concentrations from simulated states."""
 
 import functools
 import types
@@ -26,7 +29,6 @@ from geweke_utils import (
     print_zscores,
     simulate_x,
     simulate_z,
-    successive_conditional,
 )
 from scipy import integrate
 from scipy.special import gammaln
@@ -110,10 +112,42 @@ def _check(name, draws, mean, var):
     assert abs(zm) < Z_EXACT and abs(zv) < Z_EXACT, (zm, zv)
 
 
+# the priors of the three checks: alpha (kappa fixed), gamma, and (alpha, kappa) with
+# `alpha + kappa ~ Gamma(a, b)`, `rho ~ Beta(c, d)` (with counts of its own, `AK_COUNTS`)
+ALPHA_ABK = (2.0, 0.5, 1.5)
+GAMMA_AB = (2.0, 0.5)
+AK_ABCD = (3.0, 0.5, 2.0, 2.0)
+AK_COUNTS = np.array([[6.0, 1.0, 0.0], [2.0, 4.0, 1.0], [1.0, 0.0, 5.0]])
+
+
+@functools.cache
+def _exact_draws():
+    """The three kernels (`sample_alpha`, `sample_gamma`, `sample_alpha_kappa`) side by side in
+    one compiled program, each with its own key: `{name: last values of the chains}`."""
+    a, b, kappa = (f64(v) for v in ALPHA_ABK)
+    ga, gb = (f64(v) for v in GAMMA_AB)
+    ka, kb, kc, kd = (f64(v) for v in AK_ABCD)
+    counts, mbar = jnp.asarray(COUNTS), jnp.asarray(MBAR)
+    ak_counts, betas = jnp.asarray(AK_COUNTS), jnp.asarray(BETAS)
+
+    def kernel(key, x):
+        key_a, key_g, key_ak = jr.split(key, 3)
+        al, g, ak = x
+        al = sample_alpha(key_a, counts, mbar, al, kappa, a, b)
+        g = sample_gamma(key_g, mbar, g, ga, gb)
+        ak = jnp.stack(sample_alpha_kappa(key_ak, ak_counts, betas, ak[0], ak[1], shape=ka, rate=kb, rho_a=kc,
+                                          rho_b=kd))
+        return al, g, ak
+
+    al, g, ak = _run_kernel(kernel, (f64(1.0), f64(1.0), jnp.array([1.0, 1.0], f64)))
+    ak = np.asarray(ak)
+    return {"alpha": np.asarray(al), "gamma": np.asarray(g), "alpha (with kappa)": ak[:, 0], "kappa": ak[:, 1]}
+
+
 def test_alpha_conditional_is_exact():
     """`alpha | mbar, n` (kappa fixed):
     `Gamma(a, b) alpha^mbar.. prod_i Gamma(alpha+kappa) / Gamma(alpha+kappa+n_i.)`."""
-    a, b, kappa = 2.0, 0.5, 1.5
+    a, b, kappa = ALPHA_ABK
     n_row = COUNTS.sum(1)
 
     def log_post(al):
@@ -122,18 +156,13 @@ def test_alpha_conditional_is_exact():
         return (a - 1 + MBAR.sum()) * np.log(al[:, 0]) - b * al[:, 0] + rows
 
     mean, var = _moments_by_quadrature(log_post, 1e-9, 80.0)
-    counts, mbar = jnp.asarray(COUNTS), jnp.asarray(MBAR)
-
-    def kernel(k, al):
-        return sample_alpha(k, counts, mbar, al, f64(kappa), f64(a), f64(b))
-
-    _check("alpha", _run_kernel(kernel, f64(1.0)), mean, var)
+    _check("alpha", _exact_draws()["alpha"], mean, var)
 
 
 def test_gamma_conditional_is_exact():
     """`gamma | mbar` (betas integrated out): `Gamma(a, b) Gamma(gamma) / Gamma(gamma + M) prod_j
     Gamma(gamma / K + M_j) / Gamma(gamma / K)`."""
-    a, b, K = 2.0, 0.5, 3
+    (a, b), K = GAMMA_AB, 3
     col = MBAR.sum(0)
 
     def log_post(g):
@@ -142,19 +171,14 @@ def test_gamma_conditional_is_exact():
         return (a - 1) * np.log(g[:, 0]) - b * g[:, 0] + gammaln(g[:, 0]) - gammaln(g[:, 0] + col.sum()) + cols
 
     mean, var = _moments_by_quadrature(log_post, 1e-9, 80.0)
-    mbar = jnp.asarray(MBAR)
-
-    def kernel(k, g):
-        return sample_gamma(k, mbar, g, f64(a), f64(b))
-
-    _check("gamma", _run_kernel(kernel, f64(1.0)), mean, var)
+    _check("gamma", _exact_draws()["gamma"], mean, var)
 
 
 def test_alpha_kappa_conditional_is_exact():
     """`(alpha, kappa) | n, betas` with `alpha + kappa ~ Gamma(a, b)`, `rho ~ Beta(c, d)`, by a
     2-D quadrature over `(s, rho)` (moments of `alpha` and of `kappa`)."""
-    a, b, c, d = 3.0, 0.5, 2.0, 2.0
-    counts = np.array([[6.0, 1.0, 0.0], [2.0, 4.0, 1.0], [1.0, 0.0, 5.0]])
+    a, b, c, d = AK_ABCD
+    counts = AK_COUNTS
     K = 3
 
     s = np.linspace(1e-6, 60.0, 1501)[:, None]
@@ -170,30 +194,19 @@ def test_alpha_kappa_conditional_is_exact():
     lp = ll + (a - 1) * np.log(s) - b * s + (c - 1) * np.log(r) + (d - 1) * np.log(1 - r)
     w = np.exp(lp - lp.max())
     w /= w.sum()
-    moments = {}
-    for name, v in (("alpha", al), ("kappa", ka)):
+    draws = _exact_draws()
+    for name, v in (("alpha (with kappa)", al), ("kappa", ka)):
         m1 = (w * v).sum()
-        moments[name] = (m1, (w * v**2).sum() - m1**2)
-
-    cj, bj = jnp.asarray(counts), jnp.asarray(BETAS)
-
-    def kernel(k, ak):
-        return jnp.stack(sample_alpha_kappa(k, cj, bj, ak[0], ak[1], shape=f64(a), rate=f64(b), rho_a=f64(c),
-                                            rho_b=f64(d)))
-
-    draws = np.asarray(_run_kernel(kernel, jnp.array([1.0, 1.0], f64)))
-    _check("alpha (with kappa)", draws[:, 0], *moments["alpha"])
-    _check("kappa", draws[:, 1], *moments["kappa"])
+        _check(name, draws[name], m1, (w * v**2).sum() - m1**2)
 
 
 # ---------------------------------------------------------------------------------------
 # The transition block with learning on: Geweke, with teeth.
 
 K, L, N, TZ = 3, 1, 2, 14
-NUM_MC, NUM_SC, NUM_SC_TEETH = 10_000, 4_000, 3_000
+NUM_MC, NUM_SC = 10_000, 4_000
 NUM_SC_SWEEP = 4_000
 BLOCK_CASES = {
-    "alpha_gamma": ConcentrationPrior(alpha_shape=3.0, alpha_rate=1.0, gamma_shape=3.0, gamma_rate=1.0),
     "alpha_gamma_kappa": ConcentrationPrior(alpha_shape=4.0, alpha_rate=0.5, gamma_shape=3.0, gamma_rate=1.0,
                                             rho_a=2.0, rho_b=2.0, learn_kappa=True),
 }
@@ -258,20 +271,6 @@ def _block_step(setup):
     return step
 
 
-def _geweke(setup, step, num_sc, seed, title):
-    sc = successive_conditional(jr.key(seed), setup.state0, step, setup.functions, num_sc)
-    table = geweke_zscores(setup.mc, sc)
-    return print_zscores(title, table, NUM_MC, num_sc), table
-
-
-@pytest.mark.parametrize("case", list(BLOCK_CASES))
-def test_geweke_transition_block_with_learning(case):
-    setup = _block_setup(case)
-    zmax, table = _geweke(setup, _block_step(setup), NUM_SC, 21, f"transition block, learning {case}")
-    assert min(v[3] for v in table.values()) >= 100, table
-    assert zmax < Z_MAX, table
-
-
 def _wrong_alpha(key, counts, mbar, alpha, kappa, shape, rate):
     # Teh et al.'s auxiliary `w ~ Beta(alpha + kappa + 1, n)` without its Bernoulli correction
     return sample_alpha(key, counts, mbar, alpha + 1.0, kappa, shape, rate)
@@ -287,22 +286,75 @@ def _wrong_gamma(key, mbar, gamma, shape, rate):
     return jr.gamma(key_g, shape + t.sum(), dtype=mbar.dtype) / (rate - log_eta)
 
 
-def _wrong_alpha_kappa(real):
+def _wrong_alpha_kappa(key, counts, betas, alpha, kappa, *, shape, rate, rho_a, rho_b):
     # a Beta(rho_a + 1, rho_b) prior of rho in the update instead of Beta(rho_a, rho_b)
-    def wrong(key, counts, betas, alpha, kappa, *, shape, rate, rho_a, rho_b):
-        return real(key, counts, betas, alpha, kappa, shape=shape, rate=rate, rho_a=rho_a + 1.0, rho_b=rho_b)
-
-    return wrong
+    return sample_alpha_kappa(key, counts, betas, alpha, kappa, shape=shape, rate=rate, rho_a=rho_a + 1.0,
+                              rho_b=rho_b)
 
 
-@pytest.mark.parametrize("target", ["sample_alpha", "sample_gamma", "sample_alpha_kappa"])
-def test_geweke_transition_block_rejects_wrong_conditional(target, monkeypatch):
-    case = "alpha_gamma_kappa" if target == "sample_alpha_kappa" else "alpha_gamma"
+# The planted mutations of each case (the conditionals that case runs). One compiled chain per
+# case serves the correct sampler and its mutations: each conditional is patched with a
+# `lax.cond` between itself and its mutation on a traced variant number (0: all correct).
+MUTATIONS = {
+    "alpha_gamma_kappa": {"sample_alpha_kappa": _wrong_alpha_kappa, "sample_gamma": _wrong_gamma},
+}
+_VARIANT = []  # the traced variant number while a chain is traced
+
+
+def _selectable(real, wrong, number):
+    def select(*args, **kwargs):
+        return jax.lax.cond(_VARIANT[0] == number, lambda: wrong(*args, **kwargs), lambda: real(*args, **kwargs))
+
+    return select
+
+
+def _geweke_with_mutations(setup, step, num_sc, seed, mutations, title):
+    """Geweke tables of `step`, correct and with each planted mutation in turn, from one compiled
+    chain: `{None: (max |z|, table), target: (max |z|, table), ...}`."""
+    key = jr.key(seed)
+
+    @jax.jit
+    def run(state, variant):
+        _VARIANT[:] = [variant]
+        try:
+            def body(state, i):
+                state = step(jr.fold_in(key, i), state)
+                return state, setup.functions(state)
+
+            return jax.lax.scan(body, state, jnp.arange(num_sc))[1]
+        finally:
+            _VARIANT.clear()
+
+    targets = list(mutations)
+    tables = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for number, target in enumerate(targets, start=1):
+            mp.setattr(conc_module, target, _selectable(getattr(conc_module, target), mutations[target], number))
+        for number, target in enumerate([None, *targets]):
+            sc = {k: np.asarray(v) for k, v in run(setup.state0, jnp.int32(number)).items()}
+            table = geweke_zscores(setup.mc, sc)
+            tables[target] = (print_zscores(title + (f", wrong {target}" if target else ""), table, NUM_MC, num_sc),
+                              table)
+    return tables
+
+
+@functools.cache
+def _block_tables(case):
     setup = _block_setup(case)
-    wrong = {"sample_alpha": _wrong_alpha, "sample_gamma": _wrong_gamma,
-             "sample_alpha_kappa": _wrong_alpha_kappa(sample_alpha_kappa)}[target]
-    monkeypatch.setattr(conc_module, target, wrong)
-    zmax, table = _geweke(setup, _block_step(setup), NUM_SC_TEETH, 22, f"transition block, wrong {target}")
+    return _geweke_with_mutations(setup, _block_step(setup), NUM_SC, 21, MUTATIONS[case],
+                                  f"transition block, learning {case}")
+
+
+@pytest.mark.parametrize("case", list(BLOCK_CASES))
+def test_geweke_transition_block_with_learning(case):
+    zmax, table = _block_tables(case)[None]
+    assert min(v[3] for v in table.values()) >= 100, table
+    assert zmax < Z_MAX, table
+
+
+@pytest.mark.parametrize("case, target", [(c, t) for c in MUTATIONS for t in MUTATIONS[c]])
+def test_geweke_transition_block_rejects_wrong_conditional(case, target):
+    zmax, table = _block_tables(case)[target]
     assert zmax > Z_MAX, table
 
 
@@ -310,8 +362,9 @@ def test_geweke_transition_block_rejects_wrong_conditional(target, monkeypatch):
 # The whole sweep with learning on: Geweke.
 
 SW_K, SW_D, SW_L, SW_N, SW_T = 2, 1, 1, 2, 12
-SW_PRIOR = ConcentrationPrior(alpha_shape=4.0, alpha_rate=0.5, gamma_shape=3.0, gamma_rate=1.0, rho_a=2.0,
-                              rho_b=2.0, learn_kappa=True)
+# alpha and gamma learned, kappa fixed: `sample_alpha` (the transition block above learns
+# kappa too, through `sample_alpha_kappa`), so that every conditional is in a Geweke test
+SW_PRIOR = ConcentrationPrior(alpha_shape=4.0, alpha_rate=0.5, gamma_shape=3.0, gamma_rate=1.0)
 
 
 def _sweep_hyperparams(alpha, gamma, kappa, prior):
@@ -341,16 +394,17 @@ def _sweep_setup():
     def functions(s):
         z = s["z"]
         switches = jnp.sum(z[:, 1:] != z[:, :-1], dtype=f64)
-        return {"alpha": s["alpha"], "log_gamma": jnp.log(s["gamma"]), "log_kappa": jnp.log(s["kappa"]),
+        return {"alpha": s["alpha"], "log_gamma": jnp.log(s["gamma"]),
                 "pi[0,0]": s["pi"][0, 0], "betas[0]": s["betas"][0], "switches": switches,
                 "Ab[0]": s["Ab"][0, 0, 0], "logQ[0]": jnp.log(s["Q"][0, 0, 0]),
-                "kappa*switches": s["kappa"] * switches / (1.0 + s["kappa"])}
+                "alpha*switches": s["alpha"] * switches}
 
     mc, state0 = marginal_conditional(jr.key(300), prior_draw, functions, NUM_MC)
     return types.SimpleNamespace(prior=prior, mask=mask, mc=mc, state0=state0, functions=functions)
 
 
-def test_geweke_whole_sweep_with_learning():
+@functools.cache
+def _sweep_tables():
     setup = _sweep_setup()
     mask, prior = setup.mask, setup.prior
 
@@ -362,9 +416,19 @@ def test_geweke_whole_sweep_with_learning():
         return dict(alpha=info.alpha, gamma=info.gamma, kappa=info.kappa, Ab=p.Ab, Q=p.Q, betas=p.betas, pi=p.pi,
                     z=states.z, x=simulate_x(key_x, states.z, p.Ab, p.Q, mask))
 
-    zmax, table = _geweke(setup, step, NUM_SC_SWEEP, 31, "whole sweep, alpha, gamma, kappa learned")
+    return _geweke_with_mutations(setup, step, NUM_SC_SWEEP, 31, {"sample_alpha": _wrong_alpha},
+                                  "whole sweep, alpha and gamma learned")
+
+
+def test_geweke_whole_sweep_with_learning():
+    zmax, table = _sweep_tables()[None]
     assert min(v[3] for v in table.values()) >= 100, table
     assert zmax < Z_MAX, table
+
+
+def test_geweke_whole_sweep_rejects_wrong_alpha_conditional():
+    zmax, table = _sweep_tables()["sample_alpha"]
+    assert zmax > Z_MAX, table
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,7 +440,12 @@ def _base_problem():
     x = jr.normal(jr.key(1), (2, 30, 1), f64)
     mask = jnp.ones((2, 30), f64)
     hp = Hyperparams.from_scales(3, 1, 1, alpha=3.0, gamma=5.0, kappa=10.0)
-    return ae.ARHMM.from_prior(hp, x, mask, key=jr.key(2)), x, mask
+    # fixed parameters and random states, built without compiling a draw from the prior
+    Ab = jnp.array([[[0.9, -1.0]], [[0.5, 0.0]], [[-0.5, 1.0]]], f64)
+    pi = jnp.full((3, 3), 0.1, f64) + 0.7 * jnp.eye(3, dtype=f64)
+    params = Params(Ab=Ab, Q=jnp.ones((3, 1, 1), f64), pi=pi, betas=jnp.full((3,), 1.0 / 3.0, f64))
+    z = jr.randint(jr.key(2), (2, 29), 0, 3, dtype=jnp.int32)
+    return ae.ARHMM(hp, params, States(z=z)).check(), x, mask
 
 
 def _small_problem(prior=None):
