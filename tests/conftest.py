@@ -72,3 +72,13 @@ def library_checks(monkeypatch):
 @pytest.fixture
 def key():
     return jr.key(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `extended` run only with `ARHMM_EQX_TEST_EXTENDED=1` (README, "Tests")."""
+    if os.environ.get("ARHMM_EQX_TEST_EXTENDED"):
+        return
+    skip = pytest.mark.skip(reason="extended tier: set ARHMM_EQX_TEST_EXTENDED=1 to run it")
+    for item in items:
+        if "extended" in item.keywords:
+            item.add_marker(skip)

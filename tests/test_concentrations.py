@@ -462,6 +462,7 @@ def _small_problem(prior=None):
 STRUCT_PRIOR = ConcentrationPrior(gamma_shape=2.0, gamma_rate=0.1, learn_alpha=False, learn_gamma=True)
 
 
+@pytest.mark.extended
 def test_learning_off_is_unchanged_and_learning_on_is_in_the_model():
     model, x, mask = _small_problem(None)
     m1, info = ae.gibbs_step(jr.key(3), model, x, mask)
@@ -477,6 +478,7 @@ def test_learning_off_is_unchanged_and_learning_on_is_in_the_model():
     np.testing.assert_array_equal(np.asarray(m1.params.Ab), np.asarray(m2.params.Ab))
 
 
+@pytest.mark.extended
 def test_vmap_over_priors_equals_loop():
     models = [_small_problem(eqx.tree_at(lambda c: c.gamma_rate, STRUCT_PRIOR, jnp.asarray(r)))[0]
               for r in (0.1, 3.0)]

@@ -275,6 +275,7 @@ def _one_group_pair():
     return x, mask, m0, m1
 
 
+@pytest.mark.extended
 def test_one_group_chain_equals_ungrouped_chain():
     x, mask, m0, m1 = _one_group_pair()
     assert m1.params.pi.shape == (1, 3, 3)
@@ -352,6 +353,7 @@ def test_grouped_inference_matches_per_sequence_models():
     np.testing.assert_allclose(states[0][2], ml, rtol=1e-12)
 
 
+@pytest.mark.extended
 def test_grouped_chains_vmap():
     """`init_chains` / `run_chains` with groups: chain `c` is `from_prior` and `run_chain` with
     its own key (states exactly), all chains in one vmapped program."""
@@ -623,6 +625,7 @@ def test_separate_trans_matches_reference():
     assert worst < 4.5, zs
 
 
+@pytest.mark.extended
 def test_separate_trans_model_loop():
     """`init_model` / `resample_model` as the reference is driven: dict keys, shapes, groups."""
     from arhmm_eqx.compat import initialize, separate_trans

@@ -165,6 +165,7 @@ def test_kappa_grid_over_processes_equals_one_process(library_run):
         _assert_matches(_leaves(r, "kappa"), (scan.models, scan.infos))
 
 
+@pytest.mark.extended
 def test_four_processes_chains_equal_one_process(library_run, tmp_path):
     """4 processes of 1 device each: the 4 chains, one per process, equal the single-process run."""
     _, reference, _ = library_run
@@ -178,6 +179,7 @@ def test_four_processes_chains_equal_one_process(library_run, tmp_path):
         _assert_matches(_leaves(r, "chains"), reference)
 
 
+@pytest.mark.extended
 def test_ctrl_c_on_one_process_stops_all_after_the_same_sweep(tmp_path):
     """Ctrl-C (SIGINT) reaches process 1 only: both processes stop after the same chunk, report
     `"interrupted"`, and the checkpoint of that sweep holds the model they return."""
@@ -236,8 +238,7 @@ def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ARHMM_EQX_TEST_ALL_PROCESSES"),
-                    reason="three more compilations of the fit; set ARHMM_EQX_TEST_ALL_PROCESSES=1 to run")
+@pytest.mark.extended
 def test_command_line_fit_on_two_processes_equals_one_process(tmp_path):
     """`arhmm-eqx fit --distributed` on 2 processes: process 0 alone writes the run file, the
     checkpoints, the results and the figures, and the states equal those of a 1-process fit."""

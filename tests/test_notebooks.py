@@ -9,10 +9,12 @@ from nbclient import NotebookClient
 
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+# the quickstart runs by default; the others in the extended tier (ARHMM_EQX_TEST_EXTENDED=1)
+PARAMS = [pytest.param(p, marks=() if p.name.startswith("quickstart") else pytest.mark.extended) for p in NOTEBOOKS]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PARAMS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("ARHMM_NB_FRAMES", "600")
     monkeypatch.setenv("ARHMM_NB_ITERS", "60")

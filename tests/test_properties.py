@@ -217,6 +217,7 @@ def _edge_problem():
 
 
 @pytest.mark.slow  # every example compiles every function for a new shape (~20-30 s each)
+@pytest.mark.extended
 @settings(max_examples=SHAPE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(p=_edge_problem())
 @given(problems(shapes()))

@@ -353,6 +353,7 @@ def test_compat_robust_matches_reference():
                                       ref["mode"])
 
 
+@pytest.mark.extended
 def test_compat_robust_model_dicts():
     """`init_model` and `resample_model` with the reference's dict keys; the result converts to a
     native robust `ARHMM` and back."""

@@ -50,6 +50,27 @@ def _groups(group, num_sequences: int, num_groups: int | None = None):
     return g
 
 
+def _grouped_hypparams(data, states, hypparams, trans_hypparams, ar_hypparams, num_groups, init_hyperparams):
+    """The checks and the `hypparams` of a grouped `init_model`: `hypparams` (or `init_hyperparams`
+    of the two dicts) with `trans_hypparams["num_groups"]`, by default one more than the largest
+    `data["group"]`. **Returns:** `(hypparams, num_groups)`."""
+    if not (data or states):
+        raise ValueError("init_model needs `data` (with `x`, `mask` and `group`) or `states`.")
+    if hypparams is None:
+        if not (trans_hypparams and ar_hypparams):
+            raise ValueError("Pass either `hypparams` or both `trans_hypparams` and `ar_hypparams` to init_model.")
+        hypparams = init_hyperparams(trans_hypparams, ar_hypparams)
+    else:
+        hypparams = _convert.hypparams_as_scalars(hypparams)
+    if num_groups is None:
+        if not data or "group" not in data:
+            raise ValueError("init_model needs `num_groups` or `data['group']` (one group per sequence).")
+        num_groups = int(_np.max(_np.asarray(data["group"]))) + 1
+    num_groups = int(num_groups)
+    hypparams = {**hypparams, "trans_hypparams": {**hypparams["trans_hypparams"], "num_groups": num_groups}}
+    return hypparams, num_groups
+
+
 def count_transitions_by_group(num_states, num_groups, stateseqs, mask, group):
     """Compatible with `jax_moseq.utils.transitions.count_transitions_by_group`.
 
@@ -122,20 +143,8 @@ def init_model(data=None, states=None, params=None, hypparams=None, seed=_conver
     (`betas[g]`, `pi[g]` per group, shared `Ab`, `Q`), missing states from their conditional
     given `data`. **Returns:** `{"seed", "states", "params", "hypparams"}`.
     """
-    if not (data or states):
-        raise ValueError("init_model needs `data` (with `x`, `mask` and `group`) or `states`.")
-    if hypparams is None:
-        if not (trans_hypparams and ar_hypparams):
-            raise ValueError("Pass either `hypparams` or both `trans_hypparams` and `ar_hypparams` to init_model.")
-        hypparams = _init_hyperparams(trans_hypparams, ar_hypparams)
-    else:
-        hypparams = _convert.hypparams_as_scalars(hypparams)
-    if num_groups is None:
-        if not data or "group" not in data:
-            raise ValueError("init_model needs `num_groups` or `data['group']` (one group per sequence).")
-        num_groups = int(_np.max(_np.asarray(data["group"]))) + 1
-    num_groups = int(num_groups)
-    hypparams = {**hypparams, "trans_hypparams": {**hypparams["trans_hypparams"], "num_groups": num_groups}}
+    hypparams, num_groups = _grouped_hypparams(data, states, hypparams, trans_hypparams, ar_hypparams, num_groups,
+                                               _init_hyperparams)
     seed = _convert.canonicalize_key(seed)
     hp = _convert.hyperparams_from_dict(hypparams)
     x = mask = group = None

@@ -24,6 +24,7 @@ from ..._group_transitions import resample_separate_hdp_transitions as _resample
 from ..._inference import sample_stateseqs as _sample_stateseqs
 from .. import _convert
 from ..separate_trans import (
+    _grouped_hypparams,
     _groups,
     init_hdp_transitions_by_group as _init_hdp_transitions_by_group,
 )
@@ -125,20 +126,8 @@ def init_model(data=None, states=None, params=None, hypparams=None, seed=_conver
     `ar_hypparams["nu_init"]`, `["nu_init_steps"]`); missing states are `z` given the data and
     then `tau` given `z`. **Returns:** `{"seed", "states", "params", "hypparams"}`.
     """
-    if not (data or states):
-        raise ValueError("init_model needs `data` (with `x`, `mask` and `group`) or `states`.")
-    if hypparams is None:
-        if not (trans_hypparams and ar_hypparams):
-            raise ValueError("Pass either `hypparams` or both `trans_hypparams` and `ar_hypparams` to init_model.")
-        hypparams = _init_robust_hyperparams(trans_hypparams, ar_hypparams)
-    else:
-        hypparams = _convert.hypparams_as_scalars(hypparams)
-    if num_groups is None:
-        if not data or "group" not in data:
-            raise ValueError("init_model needs `num_groups` or `data['group']` (one group per sequence).")
-        num_groups = int(_np.max(_np.asarray(data["group"]))) + 1
-    num_groups = int(num_groups)
-    hypparams = {**hypparams, "trans_hypparams": {**hypparams["trans_hypparams"], "num_groups": num_groups}}
+    hypparams, num_groups = _grouped_hypparams(data, states, hypparams, trans_hypparams, ar_hypparams, num_groups,
+                                               _init_robust_hyperparams)
     seed = _convert.canonicalize_key(seed)
     trans, ar = hypparams["trans_hypparams"], hypparams["ar_hypparams"]
     if params is None:
