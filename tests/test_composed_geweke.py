@@ -70,6 +70,7 @@ def _hyperparams():
 CONC = ConcentrationPrior(alpha_shape=3.0, alpha_rate=1.0, gamma_shape=3.0, gamma_rate=1.0)
 
 
+@pytest.mark.extended
 def test_geweke_robust_noise_groups_and_learned_concentrations():
     hp = _hyperparams()
     mask = trailing_mask(N, T, 2)

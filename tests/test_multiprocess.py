@@ -195,6 +195,7 @@ def test_ctrl_c_on_one_process_stops_all_after_the_same_sweep(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_killed_process_stops_the_other_and_resume_is_bit_exact(tmp_path):
     """Process 1 is killed (SIGKILL) after the checkpoint of sweep 2: process 0 stops with an error
     within seconds (heartbeat timeout 5 s) instead of hanging. Both processes then resume from that

@@ -204,6 +204,7 @@ def _run_public_api(p):
 
 @settings(max_examples=VALUE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(st.just(SHARED)))
+@pytest.mark.extended
 def test_public_api_over_masks_and_values(p):
     _run_public_api(p)
 
