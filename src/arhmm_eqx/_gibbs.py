@@ -124,26 +124,17 @@ def gibbs_sweep(
         betas, pi = resample_hdp_transitions(
             key_trans, z, mask, betas, alpha=hp.alpha, kappa=hp.kappa, gamma=hp.gamma, num_states=K, nlags=L
         )
-    if not options.states_only:
-        if robust is None:
-            Ab, Q = resample_ar_params(
-                key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0, num_states=K, nlags=L
-            )
-        else:
-            Ab, Q = resample_ar_params(key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
-                                       num_states=K, nlags=L, tau=tau)
-            if robust.resample_nu:
-                nu = resample_nu(key_nu, tau, mask, z, nu, nu_shape=robust.nu_shape, nu_rate=robust.nu_rate,
-                                 num_steps=robust.nu_mh_steps, step_size=robust.nu_step_size)
+    if not options.states_only:  # `tau` is None (unweighted statistics) without robust noise
+        Ab, Q = resample_ar_params(key_ar, x, mask, z, nu_0=hp.nu_0, S_0=hp.S_0, M_0=hp.M_0, K_0=hp.K_0,
+                                   num_states=K, nlags=L, tau=tau)
+        if robust is not None and robust.resample_nu:
+            nu = resample_nu(key_nu, tau, mask, z, nu, nu_shape=robust.nu_shape, nu_rate=robust.nu_rate,
+                             num_steps=robust.nu_mh_steps, step_size=robust.nu_step_size)
     pi_z = pi if hp.num_groups is None else sequence_pi(pi, groups)  # (N, K, K) with groups
-    if robust is None:
-        z, log_joint_x, log_marginal = sample_stateseqs(
-            key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel
-        )
-    else:
-        z, log_joint_x, log_marginal = sample_stateseqs(
-            key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel, nu=nu
-        )
+    z, log_joint_x, log_marginal = sample_stateseqs(  # Student-t emissions when `nu` is set
+        key_z, x, mask, Ab, Q, pi_z, sequence_chunk=options.sequence_chunk, parallel=options.parallel, nu=nu
+    )
+    if robust is not None:
         tau = resample_tau(key_tau, x, mask, z, Ab, Q, nu)
     log_pz = discrete_stateseq_log_prob(z, pi_z)
     log_joint_z = jnp.sum(jnp.where(transition_weights(mask, L) > 0, log_pz, 0.0))
@@ -166,6 +157,4 @@ def gibbs_sweep(
         ok=ok,
         **learned,
     )
-    params = Params(Ab=Ab, Q=Q, pi=pi, betas=betas) if robust is None else Params(
-        Ab=Ab, Q=Q, pi=pi, betas=betas, nu=nu)
-    return params, States(z=z, groups=groups, tau=tau), info
+    return Params(Ab=Ab, Q=Q, pi=pi, betas=betas, nu=nu), States(z=z, groups=groups, tau=tau), info
