@@ -15,25 +15,69 @@ from .._ar import ar_log_likelihoods
 from .._custom_types import Array, Float, Int
 
 
+# Up to this many states the max over source states is written out in full (one fused loop);
+# above, it runs in chunks of `_CHUNK` states inside a `fori_loop` (a longer chain of selects
+# no longer fuses, and compiles slowly).
+_UNROLL_UP_TO = 128
+_CHUNK = 50
+
+
+def _best_into(score, log_pi):
+    """`max_i (score[n, i] + log_pi[(n,) i, j])`, `(N, K)`: the max-plus step of the forward pass.
+
+    A running maximum over the source states `i` with `where(c > acc, c, acc)` (a compare and a
+    select), not `jnp.max` over an `(N, K, K)` array: `max` must propagate NaN, which costs
+    several instructions per element on CPUs, and the broadcast array does not stay in cache.
+    Same values (a maximum does not depend on the order it is taken in); measured on CPU at
+    N=20, K=100: 27 us per frame against 108 us.
+    """
+    N, K = score.shape
+    per_sequence = log_pi.ndim == 3
+
+    def candidate(s, lp, i):  # paths into every j through state i
+        return s[:, i][:, None] + (lp[:, i, :] if per_sequence else lp[i][None])
+
+    def running_max(acc, s, lp, count):
+        for i in range(count):
+            c = candidate(s, lp, i)
+            acc = c if acc is None else jnp.where(c > acc, c, acc)
+        return acc
+
+    if K <= _UNROLL_UP_TO:
+        return running_max(None, score, log_pi, K)
+    B = _CHUNK
+    num_chunks = -(-K // B)
+    pad = num_chunks * B - K  # padded source states score -inf: never the maximum
+    s = jnp.pad(score, ((0, 0), (0, pad)), constant_values=-jnp.inf).reshape(N, num_chunks, B)
+    lp = jnp.pad(log_pi, ((0, 0),) * (log_pi.ndim - 2) + ((0, pad), (0, 0)))
+    lp = lp.reshape(lp.shape[:-2] + (num_chunks, B, K))
+
+    def chunk(b, acc):
+        s_b = lax.dynamic_index_in_dim(s, b, 1, keepdims=False)
+        lp_b = lax.dynamic_index_in_dim(lp, b, lp.ndim - 3, keepdims=False)
+        return running_max(acc, s_b, lp_b, B)
+
+    return lax.fori_loop(0, num_chunks, chunk, jnp.full((N, K), -jnp.inf, score.dtype))
+
+
 def viterbi_from_ll(ll: Float[Array, "N Tz K"], pi: Float[Array, "K K"] | Float[Array, "N K K"]) -> Int[Array, "N Tz"]:
     """The most likely path of every sequence given its masked log-likelihoods `ll` `(N, Tz, K)`.
 
     Max-product forward pass over all sequences at once, keeping only the scores `(N, Tz, K)`
-    (no back-pointers: each step is a max over `(N, K, K)`, without the argmax); then a
+    (no back-pointers: each step is a running max over the source states, `_best_into`); then a
     backward pass that recomputes the back-pointer of the path alone, `argmax_i (score_t[i] +
     log pi[i, z_{t+1}])`, from the same numbers the forward max saw, so it is the pointer the
     forward pass would have stored (`O(K)` per frame instead of `O(K^2)`). The scores are
     shifted by their maximum at every step (which changes no argmax) so that they stay of
     order one in float32 however long the sequence is. Ties go to the lowest state index.
     """
-    log_pi_T = jnp.swapaxes(jnp.log(pi), -1, -2)  # log_pi_T[j, i] = log pi[i, j]: the max runs over the last axis
+    log_pi = jnp.log(pi)
+    log_pi_T = jnp.swapaxes(log_pi, -1, -2)  # log_pi_T[j, i] = log pi[i, j], for the backward pass
     per_sequence = pi.ndim == 3  # (N, K, K): each sequence's own pi (groups)
     rows = jnp.arange(ll.shape[0])
 
     def forward(score, ll_t):
-        lp = log_pi_T if per_sequence else log_pi_T[None]
-        best = jnp.max(score[:, None, :] + lp, axis=-1)  # (N, K): best path into j
-        new = best + ll_t
+        new = _best_into(score, log_pi) + ll_t
         return new - jnp.max(new, axis=-1, keepdims=True), score
 
     score0 = ll[:, 0] - jnp.max(ll[:, 0], axis=-1, keepdims=True)  # uniform start: a constant shift
