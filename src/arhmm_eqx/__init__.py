@@ -6,12 +6,19 @@ and `ARHMM`, the Gibbs sweep (`gibbs_step`, `run_chain`), many chains (`init_cha
 Two subpackages sit beside it: `arhmm_eqx.workflow` (recordings, the fit loop and
 checkpoints, results, diagnostics, plots, the command line) and `arhmm_eqx.compat` (the
 reference implementation's dict API). `import arhmm_eqx` loads neither matplotlib, tqdm,
-h5py nor optax and changes nothing process-wide.
+h5py nor optax, and changes one thing process-wide: if JAX has not started yet and no CPU
+device count was chosen, it asks JAX for one CPU device per core, over which large calls
+split their sequences (`ARHMM_EQX_CPU_DEVICES=1` turns that off).
 """
 
 import importlib
 import importlib.metadata
 import warnings
+
+from ._cores import request_cpu_devices as _request_cpu_devices
+
+
+_request_cpu_devices()  # before any JAX operation: one CPU device per core (see `_cores`)
 
 from ._chains import (
     KappaScan as KappaScan,

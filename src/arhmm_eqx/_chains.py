@@ -13,7 +13,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 
-from . import _model
+from . import _cores, _model
 from ._checks import check_data, check_int, check_key, check_positive, validate_data, values_checked
 from ._custom_types import DataArray, MaskArray, PRNGKeyArray
 from ._gibbs import GibbsInfo, SweepOptions
@@ -214,13 +214,19 @@ def run_chains(
         check_mesh(mesh, C, x.shape[0])
     if check_memory:
         _check_memory(models, x, num_iters, thin, sequence_chunk, mesh, chain_batch_size)
+    # large CPU data and no mesh given: chains (then sequences) split over one CPU device per core
+    auto = mesh is None and chain_batch_size is None and (mesh := _cores.sequence_mesh(x, num_chains=C)) is not None
+    checked = values_checked(x, mask)
     if mesh is not None:
         models, x, mask = shard_chains(models, x, mask, mesh)
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
-    return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size,
-                       values_checked(x, mask))
+    if auto:
+        key = _cores.replicated(key, mesh)
+        out = _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, None, checked)
+        return _cores.to_first_device(out, mesh)
+    return _run_chains(key, models, x, mask, start, num_iters, options, thin, mesh, chain_batch_size, checked)
 
 
 class KappaScan(eqx.Module):

@@ -16,6 +16,7 @@ from ._checks import (
     validate_data,
     values_checked,
 )
+from ._cores import on_cores
 from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
@@ -114,8 +115,9 @@ class ARHMM(eqx.Module):
         return x, mask
 
     def _prepared(self, x, mask):
-        """Inside `jit`: `check_data`, then `x` and `mask` in the dtype of the parameters."""
-        x, mask = check_data(x, mask, nlags=self.hyperparams.nlags, latent_dim=self.hyperparams.latent_dim)
+        """Inside `jit`, after `_data`: `clean_data` (no host callback, which would gather data split
+        over devices onto one), then `x` and `mask` in the dtype of the parameters."""
+        x, mask = clean_data(x, mask, nlags=self.hyperparams.nlags)
         dtype = self.params.Ab.dtype
         return x.astype(dtype), mask.astype(dtype)
 
@@ -138,7 +140,7 @@ class ARHMM(eqx.Module):
         options = SweepOptions(states_only=states_only, sequence_chunk=sequence_chunk, parallel=parallel)
         check_key(key)
         x, mask = self._data(x, mask, uses_states=True)  # the host-side checks, once
-        model, _ = sweep_compiled(key, self, x, mask, options)
+        model, _ = on_cores(lambda m, x, mask, key: sweep_compiled(key, m, x, mask, options), self, x, mask, key)
         return model
 
     def log_joint_likelihood(self, x: DataArray, mask: MaskArray) -> dict[str, Float[Array, ""]]:
@@ -150,11 +152,13 @@ class ARHMM(eqx.Module):
 
         `groups` (models with `num_groups` only): the group of each sequence of `x`; by
         default the model's own `states.groups` (for the data the model was built on)."""
-        return _marginal_jit(self, *self._data(x, mask), self._groups_for(x, groups))
+        return on_cores(_marginal_jit, self, *self._data(x, mask), self._groups_for(x, groups),
+                        states_of_x=False)
 
     def stateseq_marginals(self, x: DataArray, mask: MaskArray, *, groups=None) -> Float[Array, "N Tz K"]:
         """Smoothed `p(z[t] | x)` for frames `nlags .. T-1` (`groups` as in `marginal_log_likelihood`)."""
-        return _smoother_jit(self, *self._data(x, mask), self._groups_for(x, groups))
+        return on_cores(_smoother_jit, self, *self._data(x, mask), self._groups_for(x, groups),
+                        states_of_x=False)
 
     def most_likely_states(
         self, x: DataArray, mask: MaskArray, *, fill_value: int | None = -1, groups=None
@@ -165,7 +169,9 @@ class ARHMM(eqx.Module):
         jointly most likely path (the chain runs through them), as a model's `states` do.
         `groups` as in `marginal_log_likelihood`.
         """
-        return _viterbi_jit(self, *self._data(x, mask), self._groups_for(x, groups), fill_value=fill_value)
+        viterbi = lambda m, x, mask, groups: _viterbi_jit(m, x, mask, groups, fill_value=fill_value)
+        return on_cores(viterbi, self, *self._data(x, mask), self._groups_for(x, groups),
+                        states_of_x=False)
 
     def _groups_for(self, x, groups):
         """The groups of the sequences of `x` (None for a model without groups): `groups` if

@@ -9,6 +9,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_data_at_entry, check_int, check_key, clean_data
+from ._cores import on_cores
 from ._custom_types import DataArray, MaskArray, PRNGKeyArray
 from ._gibbs import GibbsInfo, SweepOptions
 from ._model import ARHMM, check_states_fit_data, sweep, sweep_compiled
@@ -46,7 +47,8 @@ def gibbs_step(
     hp = model.hyperparams
     x, mask = check_data_at_entry(x, mask, nlags=hp.nlags, latent_dim=hp.latent_dim)  # on the host when concrete
     check_states_fit_data(model.states.z, x, hp.nlags)
-    return sweep_compiled(key, model, x, mask, options)
+    # large CPU data: the sequences split over one CPU device per core (`_cores`), same draws
+    return on_cores(lambda m, x, mask, key: sweep_compiled(key, m, x, mask, options), model, x, mask, key)
 
 
 def scan_sweeps(key, model: ARHMM, x, mask, start, num_iters: int, options: SweepOptions, thin: int | None = None):
@@ -144,7 +146,8 @@ def run_chain(
     # an array, so chunks of a chain share one compilation (NumPy for an int: no JAX operation here)
     start = np.asarray(start_iter, np.int32) if isinstance(start_iter, (int, np.integer)) else jnp.asarray(
         start_iter, jnp.int32)
-    out = scan_chain_compiled(key, model, x, mask, start, num_iters, options, thin)
+    out = on_cores(lambda m, x, mask, key, start: scan_chain_compiled(key, m, x, mask, start, num_iters, options, thin),
+                   model, x, mask, key, start)
     model, infos, samples = out if thin is not None else (*out, None)
     if throw:
         if isinstance(infos.ok, jax.core.Tracer):  # under a caller's jit: in the caller's program

@@ -8,9 +8,9 @@ import equinox as _eqx
 import jax.numpy as _jnp
 import jax.random as _jr
 
-from .. import _gibbs
+from .. import _cores, _gibbs
 from .._ar import resample_ar_params as _resample_ar_kernel
-from .._checks import check_data as _check_data
+from .._checks import check_data as _check_data, values_checked as _values_checked
 from .._inference import (
     sample_stateseqs as _sample_stateseqs,
     smoothed_marginals as _smoothed_marginals,
@@ -99,9 +99,14 @@ def resample_model(data, seed, states, params, hypparams, states_only=False, ver
     (z,) = _convert.require(states, ("z",), "`states`")
     if verbose:
         print("ARHMM: Resampling " + ("states" if states_only else "transitions, AR parameters and states"))
-    seed, new = _resample_model_jit(
-        _convert.canonicalize_key(seed), hp, Ab, Q, pi, betas, z, x, mask, states_only=bool(states_only)
-    )
+    args = (_convert.canonicalize_key(seed), hp, Ab, Q, pi, betas)
+    checked = _values_checked(x, mask)
+    mesh = _cores.sequence_mesh(x)  # large CPU data: the sequences split over one CPU device per core
+    if mesh is not None:
+        args, (z, x, mask) = _cores.replicated(args, mesh), _cores.split((z, x, mask), mesh)
+    seed, new = _resample_model_jit(*args, z, x, mask, states_only=bool(states_only), checked=checked)
+    if mesh is not None:
+        seed, new = _cores.to_first_device((seed, new), mesh)
     return {"seed": seed, "states": {**states, "z": new["z"]}, "params": {**params, **new["params"]},
             "hypparams": hypparams}
 
@@ -110,8 +115,10 @@ def _z32(z):
     return _jnp.asarray(z).astype(_jnp.int32)
 
 
-def _prepare(x, mask, Ab):
-    x, mask = _check_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1])
+def _prepare(x, mask, Ab, checked: bool = False):
+    """`checked`: the host has checked the values (no `eqx.error_if`, whose host callback would
+    gather data split over devices onto one)."""
+    x, mask = _check_data(x, mask, nlags=_convert.nlags_of(Ab), latent_dim=Ab.shape[1], values_checked=checked)
     return x.astype(Ab.dtype), mask.astype(Ab.dtype)
 
 
@@ -150,12 +157,12 @@ def _resample_trans_jit(key, z, mask, betas, alpha, kappa, gamma, *, nlags):
 
 
 @_eqx.filter_jit
-def _resample_model_jit(seed, hp, Ab, Q, pi, betas, z, x, mask, *, states_only):
+def _resample_model_jit(seed, hp, Ab, Q, pi, betas, z, x, mask, *, states_only, checked):
     seed, key = _jr.split(seed)
     params = _Params(Ab=Ab, Q=Q, pi=pi, betas=betas)
     hp = hp.astype(Ab.dtype)  # the model computes in the dtype of its parameters, as `ARHMM` does
     options = _gibbs.SweepOptions(states_only=states_only)
-    p, states, _ = _gibbs.gibbs_sweep(key, hp, params, _States(z=_z32(z)), *_prepare(x, mask, Ab), options)
+    p, states, _ = _gibbs.gibbs_sweep(key, hp, params, _States(z=_z32(z)), *_prepare(x, mask, Ab, checked), options)
     out = {"z": states.z.astype(_convert.default_int())}
     out["params"] = {} if states_only else {"Ab": p.Ab, "Q": p.Q, "pi": p.pi, "betas": p.betas}
     return seed, out

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .. import _cores
 from .._checks import check_data, check_int, check_key
 from .._custom_types import DataArray, MaskArray, PRNGKeyArray
 from .._gibbs import GibbsInfo, SweepOptions
@@ -219,7 +220,11 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     x, mask = x.astype(dtype), mask.astype(dtype)
     if mesh is not None:
         check_mesh(mesh, mesh.shape["chains"], x.shape[0])
+    # large CPU data and no mesh given: the sequences split over one CPU device per core
+    auto = mesh is None and (mesh := _cores.sequence_mesh(x)) is not None
+    if mesh is not None:
         model, x, mask = shard_one_chain(model, x, mask, mesh)
+    run_key = _cores.replicated(key, mesh) if auto else key
     many = jax.process_count() > 1  # every process runs this loop; process 0 writes
     fetch = gather if many else (lambda tree: tree)
     chunk = _chunk_length(chunk_size, save_every, num_iters)
@@ -260,7 +265,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
             if save_every is not None:
                 n = min(n, save_every - iteration % save_every)
             start = jnp.asarray(iteration, jnp.int32)
-            new, infos = scan_chain_compiled(key, model, x, mask, start, n, sweep_options)
+            new, infos = scan_chain_compiled(run_key, model, x, mask, start, n, sweep_options)
             infos = fetch(infos)
             ok = np.asarray(infos.ok)  # waits for the chunk: Ctrl-C lands here or in the call above
             if interrupted["set"] and not many:  # the KeyboardInterrupt was swallowed by a callback
@@ -270,7 +275,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
                 if bad == 0:
                     new = model
                 else:  # rerun the good sweeps of the chunk: the chain is deterministic given the key
-                    new, _ = scan_chain_compiled(key, model, x, mask, start, bad, sweep_options)
+                    new, _ = scan_chain_compiled(run_key, model, x, mask, start, bad, sweep_options)
                 model, trace, iteration = new, _concat(trace, _take(infos, bad)), iteration + bad
                 reason = "nonfinite"
                 warnings.warn(_NONFINITE_MSG.format(sweep=iteration + 1, good=iteration), RuntimeWarning,
@@ -292,6 +297,8 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     save(model, iteration, trace)
     if many:
         model = _on_host(model)
+    elif auto:  # where a fit without the split would have left it
+        model = _cores.to_first_device(model, mesh)
     return FitResult(model, jtu.tree_map(jnp.asarray, trace), iteration, reason, first, last_ckpt)
 
 
