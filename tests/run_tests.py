@@ -41,6 +41,11 @@ _RUNTIME_BOUND = (
     "test_transitions.py", "test_groups.py", "test_robust_geweke.py",
 )
 
+# Two files already run at once on the two cores, so the other files keep one CPU device each
+# (`ARHMM_EQX_CPU_DEVICES=1`) rather than splitting their larger calls over one per core;
+# this file tests that split.
+_SPLITS_OVER_CORES = ("test_cores.py",)
+
 
 def _run(path: pathlib.Path, args: list[str], cache: str) -> tuple[str, int, str, float]:
     env = dict(os.environ)
@@ -48,6 +53,8 @@ def _run(path: pathlib.Path, args: list[str], cache: str) -> tuple[str, int, str
         env["ARHMM_EQX_TEST_JAX_CACHE"] = cache
     if path.name not in _RUNTIME_BOUND:
         env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    if path.name not in _SPLITS_OVER_CORES:
+        env.setdefault("ARHMM_EQX_CPU_DEVICES", "1")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path), *args],
                           capture_output=True, text=True, env=env)
