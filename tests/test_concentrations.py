@@ -570,6 +570,7 @@ def test_fit_resume_is_bit_exact_with_learning(tmp_path):
     assert straight.infos.gamma.shape == (4,) and len(set(np.asarray(straight.infos.gamma).tolist())) == 4
 
 
+@pytest.mark.extended  # the command line, as the other command-line tests
 def test_command_line_flags():
     from arhmm_eqx.workflow import _cli
 

@@ -487,6 +487,7 @@ def test_grouped_fit_resumes_bit_for_bit_and_summarizes(tmp_path):
         assert list(f["group_of_recording"]) == [labels[n] for n in results.names]
 
 
+@pytest.mark.extended  # the command line, as the other command-line tests
 def test_cli_fit_with_groups_csv(tmp_path, capsys):
     from arhmm_eqx.workflow._cli import main
 
