@@ -65,10 +65,10 @@ def test_which_calls_split(monkeypatch):
     assert _cores.sequence_mesh(x) is None  # too small to be worth it
 
 
-# The entry points that split, in two sets: the sweep, Viterbi, the marginal likelihood and the
+# The entry points that split, in two sets: the sweep, the marginal likelihood and the
 # reference's `resample_model` in every run; the other drivers in the extended tier (compile time).
 ENTRY_POINTS = [
-    pytest.param(("gibbs_step", "viterbi", "marginal", "compat"), id="sweep-viterbi-marginal-compat"),
+    pytest.param(("gibbs_step", "marginal", "compat"), id="sweep-marginal-compat"),
     pytest.param(("run_chain", "run_chains", "fit", "resample", "smoother"), id="drivers",
                  marks=pytest.mark.extended),
 ]
@@ -100,7 +100,6 @@ def test_split_calls_give_the_results_of_one_device(monkeypatch, names):
 
     calls = {
         "gibbs_step": lambda: ae.gibbs_step(jr.key(5), model, x, mask),
-        "viterbi": lambda: model.most_likely_states(x, mask),
         "marginal": lambda: model.marginal_log_likelihood(x, mask),
         "compat": compat_sweep,
         "run_chain": lambda: ae.run_chain(jr.key(6), model, x, mask, 2),
