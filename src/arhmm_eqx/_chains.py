@@ -215,7 +215,8 @@ def run_chains(
     if check_memory:
         _check_memory(models, x, num_iters, thin, sequence_chunk, mesh, chain_batch_size)
     # large CPU data and no mesh given: chains (then sequences) split over one CPU device per core
-    auto = mesh is None and chain_batch_size is None and (mesh := _cores.sequence_mesh(x, num_chains=C)) is not None
+    auto = (mesh is None and chain_batch_size is None and _cores.splits(models)
+            and (mesh := _cores.sequence_mesh(x, num_chains=C)) is not None)
     checked = values_checked(x, mask)
     if mesh is not None:
         models, x, mask = shard_chains(models, x, mask, mesh)

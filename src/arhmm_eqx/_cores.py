@@ -123,6 +123,13 @@ def _arrays(fn, tree):
     return jtu.tree_map(lambda a: fn(a) if isinstance(a, (jax.Array, np.ndarray)) else a, tree)
 
 
+def splits(model) -> bool:
+    """Whether calls on `model` split over CPU devices: not with per-group transition matrices,
+    whose per-sequence gathers of `pi` the partitioner turns into per-frame communication
+    (measured 10x slower split at the MoSeq-typical size)."""
+    return model.hyperparams.num_groups is None
+
+
 def replicated(tree, mesh: Mesh):
     """Every array leaf of `tree` on every device of `mesh` (Python scalars stay as they are)."""
     return _arrays(lambda a: jax.device_put(a, NamedSharding(mesh, P())), tree)
@@ -145,7 +152,7 @@ def on_cores(fn, model, x, mask, *args, states_of_x: bool = True):
     `sequence_mesh(x)` gives a mesh: the data split, the model's states split too when they are
     those of `x` (`states_of_x`), the rest of the model and `args` (arrays or keys) on every
     device; the results come back on the first device."""
-    mesh = sequence_mesh(x)
+    mesh = sequence_mesh(x) if splits(model) else None
     if mesh is None:
         return fn(model, x, mask, *args)
     if states_of_x:

@@ -221,7 +221,7 @@ def _fit(model, x, mask, *, key, num_iters, start_iter, checkpoint_dir, save_eve
     if mesh is not None:
         check_mesh(mesh, mesh.shape["chains"], x.shape[0])
     # large CPU data and no mesh given: the sequences split over one CPU device per core
-    auto = mesh is None and (mesh := _cores.sequence_mesh(x)) is not None
+    auto = mesh is None and _cores.splits(model) and (mesh := _cores.sequence_mesh(x)) is not None
     if mesh is not None:
         model, x, mask = shard_one_chain(model, x, mask, mesh)
     run_key = _cores.replicated(key, mesh) if auto else key
