@@ -262,7 +262,8 @@ def test_library_simulator_matches_geweke_simulators(x64):
 # The whole Gibbs sweep (`_gibbs.gibbs_sweep`), then x given (Ab, Q, z).
 
 
-@pytest.mark.parametrize("case", list(JOINT_CASES))
+@pytest.mark.parametrize("case", [c if c != "K2_D2_L2" else pytest.param(c, marks=pytest.mark.extended)
+                                  for c in JOINT_CASES])  # D = 2, L = 2 in the extended tier (CI time)
 def test_geweke_joint_gibbs_sweep(case):
     setup = _setup(case)
     zmax, table = _run(setup, _joint_step(setup), num_sc=NUM_SC, seed=11, title=f"joint sweep {case}")
@@ -283,6 +284,7 @@ def _old_counting_rule(original):
     return lambda mask, nlags: (mask[:, nlags + 1 :] > 0).astype(jnp.result_type(float))
 
 
+@pytest.mark.extended  # CI time: the mask-ignoring sweep above is rejected in every run
 def test_geweke_joint_rejects_old_counting_rule(monkeypatch):
     """Teeth for the gapped case: the counting rule of the first model.md must be caught."""
     setup = _setup("K3_D1_L1_gaps")
