@@ -126,7 +126,7 @@ def _arrays(fn, tree):
 def splits(model) -> bool:
     """Whether calls on `model` split over CPU devices: not with per-group transition matrices,
     whose per-sequence gathers of `pi` the partitioner turns into per-frame communication
-    (measured 10x slower split at the MoSeq-typical size)."""
+    (measured at the MoSeq-typical size: a sweep of 19.4 s split against 2.6 s on one device)."""
     return model.hyperparams.num_groups is None
 
 
