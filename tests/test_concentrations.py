@@ -312,16 +312,19 @@ def _geweke_with_mutations(setup, step, num_sc, seed, mutations, title):
     """Geweke tables of `step`, correct and with each planted mutation in turn, from one compiled
     chain: `{None: (max |z|, table), target: (max |z|, table), ...}`."""
     key = jr.key(seed)
+    num_chains = jax.tree.leaves(setup.state0)[0].shape[0]  # side by side, as `successive_conditional`
+    chain_keys = jax.vmap(lambda c: jr.fold_in(key, c))(jnp.arange(num_chains))
 
     @jax.jit
-    def run(state, variant):
+    def run(states, variant):
         _VARIANT[:] = [variant]
         try:
-            def body(state, i):
-                state = step(jr.fold_in(key, i), state)
-                return state, setup.functions(state)
+            def body(states, i):
+                states = jax.vmap(lambda k, s: step(jr.fold_in(k, i), s))(chain_keys, states)
+                return states, jax.vmap(setup.functions)(states)
 
-            return jax.lax.scan(body, state, jnp.arange(num_sc))[1]
+            traces = jax.lax.scan(body, states, jnp.arange(num_sc // num_chains))[1]
+            return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), traces)
         finally:
             _VARIANT.clear()
 

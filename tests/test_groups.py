@@ -40,8 +40,11 @@ from arhmm_eqx._transitions import transition_weights
 
 f64 = jnp.float64
 NUM_MC = 5_000
-NUM_SC = 4_000  # correct samplers: min ESS ~125-165 (the gate asks for 100)
-NUM_SC_TEETH = 2_000  # wrong conditionals: caught at |z| ~ 5.6 and 10 with these draws
+NUM_SC = 4_000  # correct samplers (5 chains of 800): min ESS ~140-160 (the gate asks for 100)
+# Wrong conditionals: each chain starts from the model's joint and must drift away from it,
+# so 5 chains of 400 draws caught `pi[0]` for every sequence at |z| 3.9 only; 5 chains of 800
+# catch the two mutations at |z| 6.8 and 9.3
+NUM_SC_TEETH = 4_000
 MIN_ESS = 100
 
 
