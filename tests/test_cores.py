@@ -65,10 +65,11 @@ def test_which_calls_split(monkeypatch):
     assert _cores.sequence_mesh(x) is None  # too small to be worth it
 
 
-# The entry points that split, in two sets: the sweep, the marginal likelihood and the
-# reference's `resample_model` in every run; the other drivers in the extended tier (compile time).
+# The entry points that split, in two sets: the sweep, the marginal likelihood, the
+# reference's `resample_model` and Viterbi (per device, `shard_map`) in every run; the other
+# drivers in the extended tier (compile time).
 ENTRY_POINTS = [
-    pytest.param(("gibbs_step", "marginal", "compat"), id="sweep-marginal-compat"),
+    pytest.param(("gibbs_step", "marginal", "compat", "viterbi"), id="sweep-marginal-compat-viterbi"),
     pytest.param(("run_chain", "run_chains", "fit", "resample", "smoother"), id="drivers",
                  marks=pytest.mark.extended),
 ]
@@ -108,6 +109,7 @@ def test_split_calls_give_the_results_of_one_device(monkeypatch, names):
         "fit": lambda: ae.workflow.fit(model, x, mask, key=jr.key(8), num_iters=2, progress=False).model,
         "resample": lambda: model.resample(x, mask, key=jr.key(9)),
         "smoother": lambda: model.stateseq_marginals(x, mask),
+        "viterbi": lambda: model.most_likely_states(x, mask),  # masked frames filled with -1
     }
     split_calls = []
     first_device = _cores.to_first_device

@@ -24,6 +24,7 @@ import functools
 import os
 import warnings
 
+import equinox as eqx
 import jax
 import jax.tree_util as jtu
 import numpy as np
@@ -160,3 +161,29 @@ def on_cores(fn, model, x, mask, *args, states_of_x: bool = True):
     else:  # a model applied to other data: its own states are not split with them
         model, (x, mask) = replicated(model, mesh), split((x, mask), mesh)
     return to_first_device(fn(model, x, mask, *replicated(args, mesh)), mesh)
+
+
+@functools.cache
+def _per_sequence_program(fn, static, mesh: Mesh):
+    def local(x, mask, dynamic):
+        return fn(x, mask, eqx.combine(dynamic, static))
+
+    seq = P(SEQUENCES)
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(seq, seq, P()), out_specs=seq, check_vma=False))
+
+
+def per_sequence_on_cores(fn, x, mask, shared):
+    """`fn(x, mask, shared)` for an `fn` that treats every sequence on its own and returns arrays
+    with the sequences first, with the sequences split over CPU devices when `sequence_mesh(x)`
+    gives a mesh. Each device runs `fn` on its own sequences (`shard_map`: no communication
+    at all, where the partitioner of `on_cores` can turn per-frame gathers indexed by a
+    sequence's state into per-frame exchanges); `shared` (a pytree, e.g. a model) goes to every
+    device; the results come back on the first device. `fn` must be a module-level function
+    (its compiled program is cached by `fn`, the static part of `shared` and the mesh)."""
+    mesh = sequence_mesh(x)
+    if mesh is None:
+        return None
+    dynamic, static = eqx.partition(shared, eqx.is_array)
+    x, mask = split((x, mask), mesh)
+    out = _per_sequence_program(fn, static, mesh)(x, mask, replicated(dynamic, mesh))
+    return to_first_device(out, mesh)

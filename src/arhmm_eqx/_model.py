@@ -16,7 +16,7 @@ from ._checks import (
     validate_data,
     values_checked,
 )
-from ._cores import on_cores
+from ._cores import on_cores, per_sequence_on_cores, splits
 from ._custom_types import Array, DataArray, Float, Int, MaskArray, PRNGKeyArray
 from ._generate import simulate_dataset
 from ._gibbs import GibbsInfo, SweepOptions, gibbs_sweep
@@ -169,10 +169,16 @@ class ARHMM(eqx.Module):
         jointly most likely path (the chain runs through them), as a model's `states` do.
         `groups` as in `marginal_log_likelihood`.
         """
-        # Not split over CPU devices: its backward pass gathers rows of `log pi` by each
-        # sequence's state, which the partitioner turns into per-frame communication (measured
-        # 1.5x slower split at the MoSeq-typical size).
-        return _viterbi_jit(self, *self._data(x, mask), self._groups_for(x, groups), fill_value=fill_value)
+        x, mask = self._data(x, mask)
+        groups = self._groups_for(x, groups)
+        if splits(self):
+            # Each device runs the whole Viterbi pass on its own sequences (`shard_map`): split
+            # by the partitioner instead, the backward pass's gathers of `log pi` rows by each
+            # sequence's state became per-frame communication (1.5x slower than one device).
+            paths = per_sequence_on_cores(_viterbi_sequences, x, mask, (self, fill_value))
+            if paths is not None:
+                return paths
+        return _viterbi_jit(self, x, mask, groups, fill_value=fill_value)
 
     def _groups_for(self, x, groups):
         """The groups of the sequences of `x` (None for a model without groups): `groups` if
@@ -256,6 +262,13 @@ def _viterbi_jit(model: ARHMM, x, mask, groups=None, *, fill_value):
     p = model.params
     return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, sequence_pi(p.pi, groups), fill_value=fill_value,
                          nu=p.nu)
+
+
+def _viterbi_sequences(x, mask, model_and_fill):
+    """Viterbi paths of some sequences (no groups), run per device by `per_sequence_on_cores`."""
+    model, fill_value = model_and_fill
+    p = model.params
+    return viterbi_paths(*model._prepared(x, mask), p.Ab, p.Q, p.pi, fill_value=fill_value, nu=p.nu)
 
 
 _simulate_jit = eqx.filter_jit(simulate_dataset)
