@@ -15,6 +15,9 @@ other. Separate devices run at the same time. So:
   their inputs on it, run the same compiled program (GSPMD partitions it; the random draws do
   not depend on the split) and bring the results back to the first device with
   `to_first_device`, so users see arrays where they saw them before.
+- `per_sequence_on_cores` is the other way, for a pass whose gathers are indexed by each
+  sequence's own state (Viterbi's backward pass): each device runs it on its own sequences
+  under `shard_map`, with no communication, where GSPMD made those gathers per-frame exchanges.
 
 Nothing here applies with several processes (they have their own meshes), under a caller's
 `jit`, on accelerators, or to data the caller has already spread over devices.
